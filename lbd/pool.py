@@ -10,7 +10,7 @@ import bisect
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
-from twisted.logger import Logger
+from lbd.logsetup import Logger
 
 from lbd.config import BackendConfig, FrontendConfig, ServerConfig
 

@@ -1,0 +1,42 @@
+"""twistd's entry: ``twistd -n lbd -c /etc/lbd.toml``.
+
+The only module that imports the global reactor; everything below gets it
+passed in.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+
+from lbd import __version__
+from lbd import config as _config
+
+
+class Options(usage.Options):
+    synopsis = "[-c FILE]"
+    longdesc = "Run the lbd load balancer with a TOML configuration file."
+    optParameters = [
+        ["config", "c", _config.DEFAULT_PATH, "The configuration file."],
+    ]
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        sys.stdout.write("lbd %s\n" % (__version__,))
+        sys.exit(0)
+
+
+def makeService(options: Options) -> Any:
+    from twisted.internet import reactor
+
+    from lbd.logsetup import setup_logging
+    from lbd.service import LBService
+
+    try:
+        cfg = _config.load(options["config"])
+    except _config.ConfigError as e:
+        # twistd prints the exception text; make it the list of problems.
+        raise SystemExit("lbd: invalid configuration:\n" + "\n".join(e.errors))
+    setup_logging(cfg.log)
+    return LBService(cfg, reactor)
