@@ -112,7 +112,8 @@ class LBService(MultiService):
             self._unbind_all()
             for e in errors:
                 self.log.critical("{error}", error=e)
-            raise StartupError("; ".join(errors))
+            # SystemExit, not a traceback: the reason is already logged above.
+            raise SystemExit("lbd: cannot start: " + "; ".join(errors))
         super().privilegedStartService()
 
     def _listen(self, bind: str, factory: Any, what: str, errors: list[str]) -> Any:

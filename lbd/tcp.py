@@ -228,7 +228,8 @@ class TCPSession(Protocol):
         self.server_timer = self.ctx.reactor.callLater(self._server_timeout_value(), self._server_timeout)
 
     def server_failed(self, reason: str) -> None:
-        self.termination = "SC" if reason not in (NO_SERVER, QUEUE_TIMEOUT) else ("SQ" if reason == QUEUE_TIMEOUT else "SC")
+        # HAProxy's termination states: sQ timed out in the queue, SC no connection to a server.
+        self.termination = "sQ" if reason == QUEUE_TIMEOUT else "SC"
         be = self.ctx.backend
         if reason == NO_SERVER and be is not None:
             self.log.warn("{frontend}: no server available in backend {backend}, closing the connection",
@@ -316,12 +317,16 @@ class TCPSession(Protocol):
         self.admitted = False
         ctx = self.ctx
         fe = ctx.frontend
+        be = ctx.backend
+        srv = self.server
+        tt = ctx.reactor.seconds() - self.start
+        if ctx.access.enabled:
+            # Logged before the counters drop, so the counts include this session (as HAProxy).
+            self._log_access(tt)
         fe.sessions.discard(self)
         ctx.leave()
         fe.bytes_in += self.bytes_in
         fe.bytes_out += self.bytes_out
-        be = ctx.backend
-        srv = self.server
         if srv is not None and be is not None:
             srv.sessions.discard(self)
             srv.bytes_in += self.bytes_in
@@ -329,28 +334,31 @@ class TCPSession(Protocol):
             be.bytes_in += self.bytes_in
             be.bytes_out += self.bytes_out
             be.release(srv)
-        now = ctx.reactor.seconds()
-        tt = now - self.start
         if be is not None:
             be.total_time.observe(tt)
-        if ctx.access.enabled:
-            peer = self.transport.getPeer()  # type: ignore[union-attr]
-            conn = self.connect
-            ctx.access.tcp(
-                client=getattr(peer, "host", "unix"), client_port=getattr(peer, "port", 0),
-                start=self.start, frontend=fe.name,
-                backend=be.name if be is not None else "<NOSRV>",
-                server=srv.name if srv is not None else "<NOSRV>",
-                tw=conn.tw if conn is not None else None,
-                tc=conn.tc if conn is not None else None, tt=tt,
-                bytes_read=self.bytes_out, termination=self.termination,
-                actconn=ctx.pool.cur_conns, feconn=fe.cur_sess,
-                beconn=be.cur_sess if be is not None else 0,
-                srvconn=srv.cur_sess if srv is not None else 0,
-                retries=conn.retries if conn is not None else 0,
-                srv_queue=len(srv.queue) if srv is not None else 0,
-                be_queue=len(be.queue) if be is not None else 0,
-            )
+
+    def _log_access(self, tt: float) -> None:
+        ctx = self.ctx
+        fe = ctx.frontend
+        be = ctx.backend
+        srv = self.server
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        conn = self.connect
+        ctx.access.tcp(
+            client=getattr(peer, "host", "unix"), client_port=getattr(peer, "port", 0),
+            start=self.start, frontend=fe.name,
+            backend=be.name if be is not None else "<NOSRV>",
+            server=srv.name if srv is not None else "<NOSRV>",
+            tw=conn.tw if conn is not None else None,
+            tc=conn.tc if conn is not None else None, tt=tt,
+            bytes_read=self.bytes_out, termination=self.termination,
+            actconn=ctx.pool.cur_conns, feconn=fe.cur_sess,
+            beconn=be.cur_sess if be is not None else 0,
+            srvconn=srv.cur_sess if srv is not None else 0,
+            retries=conn.retries if conn is not None else 0,
+            srv_queue=len(srv.queue) if srv is not None else 0,
+            be_queue=len(be.queue) if be is not None else 0,
+        )
 
 
 class TCPFrontendFactory(Factory):
