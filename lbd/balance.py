@@ -98,7 +98,7 @@ class RoundRobin(Balancer):
                 continue
             chosen = srv
             self.vt = d
-            nd = d + _VT_SCALE // self._weight(srv)
+            nd = d - (-_VT_SCALE // self._weight(srv))   # ceil: rounding never jumps a tie
             self.deadline[srv] = nd
             heapq.heapreplace(heap, (nd, order, srv))
             break
