@@ -14,6 +14,9 @@ import tempfile
 import time
 from typing import Sequence
 
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWISTD_RUN = "from twisted.scripts.twistd import run; run()"
 
@@ -190,3 +193,25 @@ class Apache:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+# ---------------------------------------------------------------- in-memory fakes
+
+class FakeTCPTransport(StringTransport):
+    """A StringTransport with the TCP extras lbd calls: half-close and TCP_NODELAY."""
+
+    def __init__(self, peer: tuple[str, int] = ("10.0.0.1", 40000), host: tuple[str, int] = ("127.0.0.1", 8080)) -> None:
+        super().__init__(hostAddress=IPv4Address("TCP", *host), peerAddress=IPv4Address("TCP", *peer))
+        self.write_closed = False
+        self.nodelay = False
+        self.aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.nodelay = enabled
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
