@@ -149,7 +149,12 @@ class LBService(MultiService):
         for srv in self.pool.all_servers():
             self.start_checker(srv)
         self._ticker.start(1.0, now=False)
-        self.log.info("lbd started: {frontends} frontend(s), {backends} backend(s)",
+        self.reactor.callWhenRunning(self._ready)
+
+    def _ready(self) -> None:
+        # Logged once the reactor runs, i.e. signal handlers are in place:
+        # tests and scripts may wait for this line before sending SIGHUP/SIGTERM.
+        self.log.info("lbd ready: {frontends} frontend(s), {backends} backend(s)",
                       frontends=len(self.pool.frontends), backends=len(self.pool.backends))
 
     # -- stopping --------------------------------------------------------

@@ -68,12 +68,27 @@ class LbdProcess:
             twistd_argv(self.config_path, python), stdout=self._log, stderr=subprocess.STDOUT,
             env=lbd_env(), cwd=self.workdir,
         )
+        # "lbd ready" is logged once every listener is bound and the reactor
+        # runs; probing ports with a connection would count as a client.
+        self.wait_ports = wait_ports
         try:
-            for port in wait_ports:
-                wait_for_port(port, proc=self.proc)
+            self.wait_for_log("lbd ready")
         except Exception:
             self.stop()
             raise RuntimeError("lbd did not start:\n" + self.log())
+
+    def wait_for_log(self, text: str, timeout: float = 20.0, after: int = 0) -> int:
+        """Wait until ``text`` appears in the log (past offset ``after``); return its end offset."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            log = self.log()
+            i = log.find(text, after)
+            if i >= 0:
+                return i + len(text)
+            if self.proc.poll() is not None:
+                raise RuntimeError("lbd exited with %s" % self.proc.returncode)
+            time.sleep(0.05)
+        raise RuntimeError("%r not in lbd's log after %ss" % (text, timeout))
 
     def write_config(self, text: str) -> None:
         with open(self.config_path, "w") as f:
@@ -83,7 +98,8 @@ class LbdProcess:
         self.proc.send_signal(sig)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -96,7 +112,12 @@ class LbdProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
-        return self.proc.returncode
+        code = self.proc.returncode
+        # twistd re-raises the stop signal after a clean shutdown, so the exit
+        # status says "killed by SIGTERM"; the log tells a clean stop apart.
+        if code == -signal.SIGTERM and "Server Shut Down." in self.log():
+            return 0
+        return code
 
 
 APACHE_CONF = """\
