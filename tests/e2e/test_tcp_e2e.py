@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -231,3 +232,82 @@ def test_invalid_config_exits_non_zero_listing_every_error() -> None:
     assert "frontends.www.colour: unknown key" in out
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def _echo_server() -> socket.socket:
+    """A loopback server echoing every connection until its peer closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(30)
+        try:
+            while True:
+                data = conn.recv(4096)
+                if not data:
+                    break
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
+def test_sigterm_closes_listeners_and_lets_connections_finish() -> None:
+    """On SIGTERM new connections are refused at once; an open one keeps working until it ends."""
+    echo = _echo_server()
+    port = free_port()
+    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}), wait_ports=[port])
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"before")
+        assert c.recv(100) == b"before"
+        lbd.signal(signal.SIGTERM)
+        lbd.wait_for_log("stopping: waiting up to 5.0s for 1 connection(s)")
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        c.sendall(b"during")
+        assert c.recv(100) == b"during"
+        c.close()
+        lbd.proc.wait(10)
+        assert "grace period over" not in lbd.log()
+    finally:
+        assert lbd.stop() == 0
+        echo.close()
+
+
+def test_grace_period_ends_stuck_connections() -> None:
+    """A connection still open when global.grace ends is closed, and lbd exits."""
+    echo = _echo_server()
+    port = free_port()
+    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}).replace('grace = "5s"', 'grace = "1s"'),
+                     wait_ports=[port])
+    try:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"x")
+        assert c.recv(10) == b"x"
+        start = time.monotonic()
+        lbd.signal(signal.SIGTERM)
+        lbd.proc.wait(10)
+        assert 0.9 < time.monotonic() - start < 5
+        assert "stopping: grace period over, closing 1 connection(s)" in lbd.log()
+        try:
+            data = c.recv(10)
+        except ConnectionResetError:
+            data = b""
+        assert data == b""
+    finally:
+        assert lbd.stop() == 0
+        echo.close()
