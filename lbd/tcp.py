@@ -369,6 +369,10 @@ class TCPFrontendFactory(Factory):
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
 
+    def logPrefix(self) -> str:
+        # Twisted's listening port logs "<prefix> starting on <port>".
+        return "frontend %s (tcp)" % (self.ctx.frontend.name,)
+
     def buildProtocol(self, addr: Any) -> TCPSession:
         p = TCPSession(self.ctx)
         p.factory = self
