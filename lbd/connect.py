@@ -71,11 +71,12 @@ class ServerConnect:
 
     __slots__ = ("reactor", "backend", "client", "protocol_factory", "owner", "retries_left",
                  "retries", "server", "_timer", "_attempt", "_connector", "finished",
-                 "queued_at", "tw", "attempt_start", "tc", "tls_options", "_avoid")
+                 "queued_at", "tw", "attempt_start", "tc", "tls_options", "_avoid", "reuse")
 
     def __init__(self, reactor: Any, backend: Backend, client: bytes,
                  protocol_factory: Callable[[], Protocol], owner: ConnectOwner,
-                 avoid: Server | None = None) -> None:
+                 avoid: Server | None = None,
+                 reuse: Callable[[Server], Any] | None = None) -> None:
         self.reactor = reactor
         self.backend = backend
         self.client = client
@@ -93,12 +94,17 @@ class ServerConnect:
         self.tc: float | None = None      # time of the successful connect
         self.attempt_start = 0.0
         self._avoid = avoid
+        # http mode: offers a pooled idle connection to the server given a slot
+        # (returns its protocol, or None to connect afresh).
+        self.reuse = reuse
 
-    def start(self) -> None:
+    def start(self, srv: Server | None = None) -> None:
+        """Begin; ``srv`` is a server the caller already picked (http mode's fast path)."""
         be = self.backend
-        srv = be.pick(self.client, self._avoid)
-        if srv is None and self._avoid is not None:
-            srv = be.pick(self.client)
+        if srv is None:
+            srv = be.pick(self.client, self._avoid)
+            if srv is None and self._avoid is not None:
+                srv = be.pick(self.client)
         if srv is not None:
             self._begin(srv)
             return
@@ -133,6 +139,14 @@ class ServerConnect:
         """Take a slot on ``srv`` and connect to it."""
         self.server = srv
         self.backend.take(srv)
+        reuse = self.reuse
+        if reuse is not None:
+            proto = reuse(srv)
+            if proto is not None:
+                self.tc = 0.0
+                self.finished = True
+                self.owner.server_connected(srv, proto)
+                return
         self._connect(srv)
 
     def _connect(self, srv: Server) -> None:
