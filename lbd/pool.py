@@ -183,6 +183,11 @@ class Server(Counters):
     def full(self) -> bool:
         return 0 < self.maxconn <= self.cur_sess
 
+    def total_downtime(self, now: float) -> float:
+        """Seconds spent DOWN or in MAINT, the current period included (stats, metrics)."""
+        extra = now - self._down_since if self._down_since is not None else 0.0
+        return self.downtime + extra
+
     def __repr__(self) -> str:
         return "<Server %s/%s %s>" % (self.backend.name, self.name, self.state)
 
