@@ -55,6 +55,7 @@ _HOP_FWD = _HOP | frozenset((b"x-forwarded-proto", b"x-forwarded-host"))
 _HOP_UPGRADE = _HOP - {b"upgrade"}
 _HOP_UPGRADE_FWD = _HOP_FWD - {b"upgrade"}
 _KEEP = frozenset((b"content-length", b"transfer-encoding", b"host"))
+_KEEP_UPGRADE = _KEEP | {b"upgrade"}
 
 # Client session states.
 _IDLE = 0       # between requests: waiting for a request's first byte
@@ -276,10 +277,10 @@ class HTTPSession(Protocol):
                     self.resume_pending = False
                     if self.state == _IDLE:
                         parser.resume()
-                        if self.state == _IDLE and parser.buffered:
-                            self._head_starts()
                 else:
                     break
+            if self.state == _IDLE and parser.buffered:
+                self._head_starts()         # part of the next head is here
         except Exception:
             self.log.failure("{frontend}: error in an HTTP session, closing it", frontend=self.fe.name)
             self.driving = False
@@ -427,7 +428,7 @@ class HTTPSession(Protocol):
             drop = _HOP_FWD if forward else _HOP
         tokens = head.connection_tokens
         if tokens:
-            extra = tokens - _KEEP - drop
+            extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
         parts = [method, b" ", head.target,
@@ -462,7 +463,6 @@ class HTTPSession(Protocol):
         if sc is not None:
             self.to_server += len(raw)
             sc.transport.write(raw)  # type: ignore[union-attr]
-            sc.deadline.set(self.backend.cfg.timeouts.server)  # type: ignore[union-attr]
         elif self.connect is not None or self.dispatch_pending:
             self.pending.append(raw)
 
@@ -476,6 +476,9 @@ class HTTPSession(Protocol):
             return
         if self.deadline.kind == _K_CLIENT and not self.client_blocked:
             self.deadline.clear()
+        sc = self.sconn
+        if sc is not None and not self.client_blocked:
+            sc.deadline.set(sc.server_timeout)
 
     def request_error(self, status: int, reason: str) -> None:
         self.parser.pause()  # type: ignore[union-attr]
@@ -589,9 +592,13 @@ class HTTPSession(Protocol):
         self.to_server += len(data)
         self.t_sent = self.reactor.seconds()
         sc.transport.write(data)  # type: ignore[union-attr]
-        sc.deadline.set(srv.backend.cfg.timeouts.server)
+        # timeout.server runs while lbd waits on the server: not while the
+        # client still sends its body (timeout.client), nor while the client
+        # does not read (lbd stopped reading the server then).
         if self.client_blocked:
             sc.pause_reading()
+        elif self.req_done or self.expect_continue:
+            sc.deadline.set(sc.server_timeout)
         if sc.blocked:
             self._pause_client(_P_SERVER)
         if self.cpause & _P_CONNECT:
@@ -606,8 +613,13 @@ class HTTPSession(Protocol):
             return
         self.cbuf.append(self._response_head(head, b""))
         if head.status == 100 and self.expect_continue:
+            # The server now waits for the body: the client's turn.
             self.expect_continue = False
-            self.deadline.set(self.fe.cfg.timeouts.client, _K_CLIENT)
+            if not self.req_done:
+                self.deadline.set(self.fe.cfg.timeouts.client, _K_CLIENT)
+                sc = self.sconn
+                if sc is not None:
+                    sc.deadline.clear()
 
     def on_response_head(self, head: Any) -> None:
         now = self.reactor.seconds()
@@ -646,7 +658,7 @@ class HTTPSession(Protocol):
         drop = _HOP_UPGRADE if upgrade else _HOP
         tokens = head.connection_tokens
         if tokens:
-            extra = tokens - _KEEP - drop
+            extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
         for name, value in head.headers:
@@ -726,7 +738,7 @@ class HTTPSession(Protocol):
         self.sconn = None
         srv.sessions.discard(self)
         if self.state == _TUNNEL:
-            self._close_client()          # logged and released when the client is gone
+            self.transport.loseConnection()  # type: ignore[union-attr]  # logged when the client is gone
             return
         if self.state != _BUSY:
             self._release_slot()
@@ -1006,7 +1018,7 @@ class HTTPSession(Protocol):
                 self.term = "cD"
                 if self.sconn is not None:
                     self._drop_server(graceful=False)
-                self._close_client(abort=True)
+                self.transport.abortConnection()  # type: ignore[union-attr]  # logged in connectionLost
             return
         if kind == _K_CLIENT and state == _BUSY:
             if not self.req_done and not self.resp_started:
@@ -1036,6 +1048,7 @@ class HTTPSession(Protocol):
         sc = self.sconn
         if sc is not None:
             sc.pause_reading()
+            sc.deadline.clear()
         if self.state == _BUSY:
             self.deadline.set(self.fe.cfg.timeouts.client, _K_CLIENT)
 
@@ -1044,6 +1057,8 @@ class HTTPSession(Protocol):
         sc = self.sconn
         if sc is not None:
             sc.resume_reading()
+            if self.state == _BUSY and (self.req_done or self.resp_started):
+                sc.deadline.set(sc.server_timeout)
         if self.state == _BUSY and self.req_done and self.deadline.kind == _K_CLIENT:
             self.deadline.clear()
 
@@ -1051,11 +1066,17 @@ class HTTPSession(Protocol):
         pass
 
     def server_blocked(self) -> None:
-        """The server's socket buffer is full: stop reading the client."""
+        """The server's socket buffer is full: stop reading the client; the server must read on."""
         self._pause_client(_P_SERVER)
+        sc = self.sconn
+        if sc is not None and self.state == _BUSY:
+            sc.deadline.set(sc.server_timeout)
 
     def server_unblocked(self) -> None:
         self._resume_client(_P_SERVER)
+        sc = self.sconn
+        if sc is not None and self.state == _BUSY and not self.req_done and not self.resp_started:
+            sc.deadline.clear()
 
     # ------------------------------------------------------------ operator
 
@@ -1183,7 +1204,8 @@ class ServerConnection(Protocol):
             return
         self.got_bytes = True
         s.from_server += len(data)
-        self.deadline.set(self.server_timeout)
+        if not self.read_paused:
+            self.deadline.set(self.server_timeout)
         try:
             self.parser.feed(data)
         except Exception:
