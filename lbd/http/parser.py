@@ -132,12 +132,23 @@ _QPAIR = frozenset(b"\t " + _VCHAR + _OBS_TEXT)
 _TCHAR_SET = frozenset(_TCHAR)
 _ALPHA_SET = frozenset(_ALPHA)
 
+# A head with its CRLFs removed maps to no 0x00 through this table exactly when it
+# holds no control byte (HTAB aside) and no CR or LF outside a CRLF pair: one C pass.
+_CTL_MAP = bytes(0 if (c < 0x20 and c != 9) or c == 0x7F else 1 for c in range(256))
+
 _MAX_CL = 2**63 - 1
 _MAX_CHUNK_LINE = 4096          # a chunk-size line with its extensions, CRLF included
 _NO_TOKENS: frozenset[bytes] = frozenset()
 
 # header names the framing depends on
 _K_HOST, _K_CL, _K_TE, _K_CONN, _K_EXPECT, _K_UPGRADE = range(6)
+# Connection values as sent by nearly every client and server
+_COMMON_TOKENS = {
+    b"keep-alive": frozenset((b"keep-alive",)),
+    b"close": frozenset((b"close",)),
+    b"upgrade": frozenset((b"upgrade",)),
+    b"keep-alive, upgrade": frozenset((b"keep-alive", b"upgrade")),
+}
 _SPECIAL = {
     b"host": _K_HOST,
     b"content-length": _K_CL,
@@ -202,6 +213,10 @@ def _te_chunked(values: list[bytes], request: bool) -> bool:
 
 def _tokens(values: list[bytes]) -> frozenset[bytes]:
     """Lowercased tokens of the Connection header(s); empty list elements skipped."""
+    if len(values) == 1:
+        common = _COMMON_TOKENS.get(values[0].lower())
+        if common is not None:
+            return common
     out = set()
     for v in values:
         for t in v.split(b","):
@@ -230,8 +245,9 @@ def _parse_fields(lines: list[bytes]) -> tuple[Any, ...]:
     next(it)
     for line in it:
         name, colon, value = line.partition(b":")
-        if not colon or not name or name.translate(None, _TCHAR):
-            raise _field_error(line)
+        if not colon or not name.replace(b"-", b"").isalnum():
+            if not colon or not name or name.translate(None, _TCHAR):
+                raise _field_error(line)
         value = value.strip(b" \t")
         append((name, value))
         k = special.get(name.lower())
@@ -465,7 +481,7 @@ class _Parser:
                     n = len(src)
                     if pos >= n:
                         break
-                    if self._skip_crlf and src[pos] == 13:
+                    if src[pos] == 13 and self._skip_crlf:
                         # empty line before a request line (RFC 9112 section 2.2)
                         if n - pos < 2:
                             break
@@ -497,9 +513,11 @@ class _Parser:
                         head = src[pos:end]
                     size = end + 4 - pos
                     pos = end + 4
-                    self._scan = 0
-                    self._line_done = False
-                    self._skipped = 0
+                    if scan:
+                        self._scan = 0
+                        self._line_done = False
+                    if self._skipped:
+                        self._skipped = 0
                     try:
                         event, obj = self._got_head(head, size)
                     except ParseError as e:
@@ -629,13 +647,14 @@ class _Parser:
 
     def _check_head_bytes(self, head: bytes) -> list[bytes]:
         """Split a complete head into lines, rejecting stray control bytes, CR and LF."""
-        if head.translate(None, _HEAD_OK):
-            raise ParseError(400, "control character in head")
         lines = head.split(b"\r\n")
-        nl = len(lines) - 1
-        if head.count(b"\n") != nl:
-            raise ParseError(400, "bare LF in head")
-        if head.count(b"\r") != nl:
+        if 0 in b"".join(lines).translate(_CTL_MAP):      # int membership: a memchr
+            # name the defect, in the order the streaming checks use
+            if head.translate(None, _HEAD_OK):
+                raise ParseError(400, "control character in head")
+            nl = len(lines) - 1
+            if head.count(b"\n") != nl:
+                raise ParseError(400, "bare LF in head")
             raise ParseError(400, "bare CR in head")
         if len(lines[0]) > self._max_line:
             raise ParseError(*self._E_LINE)
@@ -688,7 +707,7 @@ class _Parser:
                 if i == pos or src[i - 1] != 13:
                     raise ParseError(400, "bare LF in chunked body")
                 line = src[pos:i - 1]
-                if b"\r" in line:
+                if 13 in line:
                     raise ParseError(400, "bare CR in chunked body")
                 if cst == _C_SIZE:
                     if i + 1 - pos > _MAX_CHUNK_LINE:
@@ -766,7 +785,7 @@ class RequestParser(_Parser):
         if len(parts) != 3:
             raise ParseError(400, "malformed request line")
         method, target, version = parts
-        if not method or method.translate(None, _TCHAR):
+        if not method.isalpha() and (not method or method.translate(None, _TCHAR)):
             raise ParseError(400, "invalid method")
         if version == b"HTTP/1.1":
             v11 = True
@@ -774,12 +793,13 @@ class RequestParser(_Parser):
             v11 = False
         else:
             raise ParseError(400, "unsupported HTTP version")
-        if not target or target.translate(None, _TARGET_OK):
+        # no control byte is left in the head, no space in a target split on spaces
+        if not target or not target.isascii() or 35 in target or 9 in target:     # "#", HTAB
             raise ParseError(400, "invalid request target")
         connect = method == b"CONNECT"
         if target[0] != 47:                                   # not origin form
             if connect:
-                if b"/" in target or b"@" in target or b":" not in target:
+                if 47 in target or 64 in target or 58 not in target:     # "/", "@", ":"
                     raise ParseError(400, "invalid request target")
             elif target == b"*":
                 if method != b"OPTIONS":
@@ -795,7 +815,7 @@ class RequestParser(_Parser):
         if host is None:
             if v11:
                 raise ParseError(400, "missing Host header")
-        elif not host or host.translate(None, _HOST_OK):
+        elif not host.replace(b".", b"").isalnum() and (not host or host.translate(None, _HOST_OK)):
             raise ParseError(400, "invalid Host header")
         chunked = False
         if te is not None:
