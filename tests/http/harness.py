@@ -20,6 +20,7 @@ from lbd.testing import FakeTCPTransport
 CONFIG = """\
 [log]
 access = "{access}"
+format = "{log_format}"
 [defaults]
 mode = "http"
 retries = {retries}
@@ -65,10 +66,11 @@ class Harness:
 
     def __init__(self, servers: str = TWO_SERVERS, frontend: str = "", backend: str = "",
                  default_backend: str = 'default_backend = "b"', retries: int = 2,
-                 redispatch: bool = True, more: str = "", access: bool = True) -> None:
+                 redispatch: bool = True, more: str = "", access: bool = True,
+                 log_format: str = "haproxy") -> None:
         self.tmp = tempfile.mkdtemp(prefix="lbd-http-test-")
         self.access_path = os.path.join(self.tmp, "access.log")
-        text = CONFIG.format(access=self.access_path if access else "off", retries=retries,
+        text = CONFIG.format(access=self.access_path if access else "off", log_format=log_format, retries=retries,
                              redispatch=str(redispatch).lower(), default_backend=default_backend,
                              frontend=frontend, backend=backend, servers=servers, more=more)
         self.cfg = config.loads(text, path=os.path.join(self.tmp, "lbd.toml"))
