@@ -318,38 +318,40 @@ def cmd_show_info(service: LBService, session: Session, args: list[str]) -> Repl
     return Reply("".join("%s: %s\n" % (name, values[name]) for name, *_ in _INFO_FIELDS))
 
 
+_STAT_FILTER_ERROR = ("'show stat' takes json, up, no-maint and the filter '<iid> <type> <sid>' "
+                      "(-1 for all, as in 'show stat -1 4 -1').")
+
+
 def cmd_show_stat(service: LBService, session: Session, args: list[str]) -> Reply:
     from lbd import stats
 
     words = args[2:]
-    as_json = "json" in words
-    filters = [w for w in words if w not in ("json", "typed", "desc", "up", "no-maint")]
+    flags = {w for w in words if w in ("json", "up", "no-maint")}
+    numbers = [w for w in words if w not in flags]
     iid = kind = sid = -1
-    if filters:
-        if len(filters) != 3:
-            return _err("Require a proxy id, a type mask and a server id (-1 for all), as in 'show stat -1 7 -1'.")
-        try:
-            iid, kind, sid = (int(x) for x in filters)
-        except ValueError:
-            return _err("Require a proxy id, a type mask and a server id (-1 for all), as in 'show stat -1 7 -1'.")
-    rows = stats.stat_rows(service.pool)
-    rows = [r for r in rows if _row_selected(r, iid, kind, sid, "up" in words, "no-maint" in words)]
-    if as_json:
+    if numbers:
+        if len(numbers) != 3 or not all(n.lstrip("-").isdigit() for n in numbers):
+            return _err(_STAT_FILTER_ERROR)
+        iid, kind, sid = (int(n) for n in numbers)
+    rows = [r for r in stats.stat_rows(service.pool)
+            if _row_selected(r, iid, kind, sid, "up" in flags, "no-maint" in flags)]
+    if "json" in flags:
         return Reply(stats.stat_json(rows) + "\n")
     return Reply(stats.stat_csv(rows))
 
 
 def _row_selected(row: dict[str, Any], iid: int, kind: int, sid: int, up_only: bool, no_maint: bool) -> bool:
-    typ = row.get("type")
+    """HAProxy's filters: proxy id, type mask (1 frontends, 2 backends, 4 servers), server id."""
+    typ = int(row.get("type", 0))
     if iid != -1 and row.get("iid") != iid:
         return False
-    if kind != -1 and not (kind & (1 << int(typ if typ is not None else 0))):
-        return False
-    if sid != -1 and typ == 2 and row.get("sid") != sid:
+    if kind != -1 and not kind & (1 << typ):
         return False
     if typ == 2:
+        if sid != -1 and row.get("sid") != sid:
+            return False
         status = str(row.get("status", ""))
-        if up_only and not (status.startswith("UP") or status == "no check"):
+        if up_only and (status == MAINT or status.startswith("DOWN")):
             return False
         if no_maint and status == MAINT:
             return False
