@@ -6,6 +6,7 @@ removed frontend still served, and the operator's admin state kept.
 """
 from __future__ import annotations
 
+import csv
 import http.client
 import shutil
 import signal
@@ -65,6 +66,17 @@ def _servers(apaches: list[Apache], count: int, web1_weight: int = 1) -> str:
     return "".join(lines)
 
 
+def _stat(workdir: str, server: str) -> dict[str, str]:
+    """One server's row of show stat (backend web), read with the csv module."""
+    lines = socat(workdir, "show stat").splitlines()
+    header = lines[0][2:].split(",")
+    for values in csv.reader(lines[1:]):
+        row = dict(zip(header, values))
+        if row.get("pxname") == "web" and row.get("svname") == server:
+            return row
+    raise AssertionError("no row for web/%s" % server)
+
+
 def _refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
@@ -79,8 +91,11 @@ def test_reload_under_load(apaches: list[Apache]) -> None:
     www, old = free_port(), free_port()
     proc = LbdProcess(config(workdir, www, old, _servers(apaches, 2)), workdir=workdir)
     try:
+        assert {get(www) for _ in range(4)} == {BODY[1], BODY[2]}
         # Operator state before the reload: web2 drains.
         assert socat(workdir, "set server web/web2 state drain") == "\n"
+        web2_total = _stat(workdir, "web2")["stot"]
+        assert web2_total == "2"
         held = http.client.HTTPConnection("127.0.0.1", old, timeout=10)
         held.request("GET", "/")
         assert held.getresponse().read() == BODY[1]
@@ -101,6 +116,8 @@ def test_reload_under_load(apaches: list[Apache]) -> None:
         assert BODY[3] in after                       # the new server takes traffic
         assert BODY[2] not in after                   # web2 is still draining
         assert server_line(workdir, "web2")[6] == "8"
+        assert _stat(workdir, "web2")["stot"] == web2_total     # an unchanged server keeps its counters
+        assert _stat(workdir, "web2")["status"] == "DRAIN"
         assert socat(workdir, "get weight web/web1") == "2 (initial 2)\n\n"
         assert _refused(old)                          # the removed frontend no longer listens
         held.request("GET", "/")                      # ... but its established connection still works
