@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "ParseError",
@@ -381,6 +381,9 @@ class _Parser:
         "_max_line", "_on_body", "_on_end",
     )
 
+    _on_body: Callable[[bytes], None]
+    _on_end: Callable[[], None]
+
     # overridden per direction
     _skip_crlf = False
     _E_LINE = (400, "start line too long")
@@ -510,7 +513,7 @@ class _Parser:
                     if src is buf:
                         head = bytes(memoryview(buf)[pos:end])
                     else:
-                        head = src[pos:end]
+                        head = src[pos:end]  # type: ignore[assignment]  # src is bytes here
                     size = end + 4 - pos
                     pos = end + 4
                     if scan:
@@ -547,35 +550,38 @@ class _Parser:
                         chunk = bytes(memoryview(buf)[pos:end])
                         del buf[:end]
                     else:
-                        chunk = src[pos:end]          # the very object when it is all body
+                        chunk = src[pos:end]  # type: ignore[assignment]  # the very object when all body
                         if end < len(src):
                             buf += memoryview(src)[end:]
                         src = buf
                     pos = 0
                     self._on_body(chunk)
                 elif st == _CHUNKED:
-                    err = None
+                    perr = None
                     try:
                         end = self._chunked(src, pos)
                     except ParseError as e:
-                        err = e
+                        perr = e
                         end = e.pos
                     if end > pos:
+                        # what is valid goes on, even ahead of an error, as it
+                        # would have had the bytes arrived one by one
                         if src is buf:
                             chunk = bytes(memoryview(buf)[pos:end])
                             del buf[:end]
                         else:
-                            chunk = src[pos:end]
+                            chunk = src[pos:end]  # type: ignore[assignment]
                             if end < len(src):
                                 buf += memoryview(src)[end:]
                             src = buf
                         pos = 0
                         self._on_body(chunk)
-                    if err is not None:
-                        self._fail(err.status, err.reason)
+                    if perr is not None:
+                        self._fail(perr.status, perr.reason)
                         break
-                    if end == pos and self._state == _CHUNKED:
-                        break
+                    if end == pos:
+                        break           # nothing valid yet: more input needed
+                    # else go round: _DONE, or the handler may have fed, paused or taken
                 elif st == _DONE:
                     if src is not buf:
                         if pos < len(src):
@@ -592,7 +598,7 @@ class _Parser:
                         chunk = bytes(memoryview(buf)[pos:])
                         buf.clear()
                     else:
-                        chunk = src[pos:]
+                        chunk = src[pos:]  # type: ignore[assignment]
                         src = buf
                     pos = 0
                     self._on_body(chunk)

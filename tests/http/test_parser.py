@@ -368,6 +368,21 @@ def test_malformed_chunk_rejected(name: str, body: bytes, delivered: bytes, reas
     assert requests_bytewise(wire) == whole
 
 
+def test_chunk_size_of_16_hex_digits_accepted() -> None:
+    """Sixteen hex digits, leading zeros included, are still a valid chunk size."""
+    body = b"000000000000000A\r\n0123456789\r\n0\r\n\r\n"
+    assert requests_whole(CHUNKED_HEAD + body)[1:] == [("body", body), ("end",)]
+
+
+def test_largest_content_length_accepted() -> None:
+    """A Content-Length of 2**63 - 1 is valid; the parser then waits for that many bytes."""
+    log = RequestLog()
+    p = RequestParser(log)
+    p.feed(R(H, b"Content-Length: 9223372036854775807", line=b"PUT / HTTP/1.1") + b"abc")
+    assert summary(log.events) == [
+        ("head", b"PUT", b"/", b"HTTP/1.1", b"a", 2**63 - 1, False, True, False, None), ("body", b"abc")]
+
+
 def test_request_line_limit_while_streaming() -> None:
     """A request line over max_request_line is 414 as soon as the limit is passed, CRLF unseen."""
     log = RequestLog()
@@ -866,3 +881,21 @@ def test_response_pause_resume() -> None:
     assert len(log.events) == 1
     p.resume()
     assert log.events[1:] == [("body", b"data"), ("end",)]
+
+
+def test_response_pause_in_head_holds_body() -> None:
+    """Paused in response_head, the body that came with the head waits for resume()."""
+
+    class Log(ResponseLog):
+        def response_head(self, head: ResponseHead) -> None:
+            super().response_head(head)
+            p.pause()
+
+    log = Log()
+    p = ResponseParser(log)
+    p.expect(b"GET")
+    p.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n")
+    assert [e[0] for e in log.events] == ["head"]
+    assert p.buffered == 11
+    p.resume()
+    assert log.events[1:] == [("body", b"1\r\nx\r\n0\r\n\r\n"), ("end",)]
