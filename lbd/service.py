@@ -363,7 +363,7 @@ class LBService(MultiService):
         The new ports get a factory that accepts nothing; ``_reload_apply``
         gives them the real one before the reactor runs again.
         """
-        bound = set()
+        bound: set[str] = set()
         for name in self.contexts:
             bound.update(self._bind_map(name))
         opened: dict[str, dict[str, Any]] = {}
@@ -402,9 +402,9 @@ class LBService(MultiService):
 
         # Backends first: frontends point at them.
         for name in [n for n in pool.backends if n not in new.backends]:
-            be = pool.backends.pop(name)
-            be.removed = True
-            for srv in be.servers.values():
+            gone = pool.backends.pop(name)
+            gone.removed = True
+            for srv in gone.servers.values():
                 self.stop_checker(srv)
             changes.append("backend %s removed (its connections finish)" % name)
         for name, bcfg in new.backends.items():
@@ -496,7 +496,9 @@ class LBService(MultiService):
             self.retired_frontends.append(fe)
             for session in list(fe.sessions):
                 # http: finish the request under way, then close; tcp: nothing to do, the stream runs on.
-                session.graceful_close()
+                close = getattr(session, "graceful_close", None)
+                if close is not None:
+                    close()
         return ports
 
     def _reload_backend(self, be: Backend, new: _config.BackendConfig, changes: list[str]) -> None:
@@ -510,8 +512,8 @@ class LBService(MultiService):
         if _replace(old, servers=()) != _replace(new, servers=()):
             changes.append("backend %s updated" % be.name)
         wanted = {s.name: s for s in new.servers}
-        for name, srv in list(be.servers.items()):
-            if name not in wanted and not srv.added:
+        for name, current in list(be.servers.items()):
+            if name not in wanted and not current.added:
                 be.remove_server(name)
                 changes.append("server %s/%s removed (its connections finish)" % (be.name, name))
         for scfg in new.servers:
