@@ -148,7 +148,8 @@ def main() -> None:
         print("%-38s %10.0f msg/s  (%.2f us each)" % (name, count / dt, dt / count * 1e6))
     segs = max(n // 10, 1)
     dt = best(lambda: run_body_stream(segs))
-    print("%-38s %10.0f MB/s" % ("body stream, 16 KiB feeds", segs * 16384 / dt / 1e6))
+    print("%-38s %10.0f MB/s  (%.2f us a feed: passed on uncopied)"
+          % ("body stream, 16 KiB feeds", segs * 16384 / dt / 1e6, dt / segs * 1e6))
 
 
 if __name__ == "__main__":

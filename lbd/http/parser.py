@@ -54,7 +54,7 @@ Choices, where the RFCs leave room (RFC 9112 section numbers):
   answers 502) rather than something to repair.
 - After a request that may turn the connection into a tunnel (CONNECT, or
   HTTP/1.1 with ``Connection: upgrade`` and ``Upgrade``), the request parser
-  pauses itself right before ``request_end``: the relay then calls
+  pauses itself as it delivers ``request_end``: the relay then calls
   ``take_buffer()`` once the server agreed (2xx / 101), or ``resume()`` to
   go on parsing pipelined requests when it refused.
 """
@@ -85,6 +85,8 @@ class ParseError(Exception):
 
 @dataclass(slots=True)
 class RequestHead:
+    """A validated request head: raw pairs as sent, plus what framing and routing need."""
+
     method: bytes
     target: bytes
     version: bytes
@@ -101,6 +103,8 @@ class RequestHead:
 
 @dataclass(slots=True)
 class ResponseHead:
+    """A validated response head; ``body_until_close`` means the connection cannot be reused."""
+
     version: bytes
     status: int
     reason: bytes
@@ -124,7 +128,6 @@ _VCHAR = bytes(range(0x21, 0x7F))
 _OBS_TEXT = bytes(range(0x80, 0x100))
 _HEAD_OK = b"\t\r\n " + _VCHAR + _OBS_TEXT           # what may appear anywhere in a head
 _FIELD_OK = b"\t " + _VCHAR + _OBS_TEXT               # what may appear in one field line
-_TARGET_OK = _VCHAR.replace(b"#", b"")                 # no fragment, no blanks, ASCII only
 _HOST_OK = _ALPHA + _DIGIT + b"-._~!$&'()*+,;=:[]%"   # RFC 3986 host [":" port], no userinfo
 _SCHEME_OK = _ALPHA + _DIGIT + b"+-."
 _QDTEXT = frozenset(b"\t !" + bytes(range(0x23, 0x5C)) + bytes(range(0x5D, 0x7F)) + _OBS_TEXT)
@@ -388,8 +391,6 @@ class _Parser:
     _skip_crlf = False
     _E_LINE = (400, "start line too long")
     _E_HEAD = (400, "head too large")
-    _E_EOF_HEAD = "connection closed in the middle of a head"
-    _E_EOF_BODY = "connection closed in the middle of a body"
 
     def __init__(self, max_header_size: int, max_line: int) -> None:
         self._buf = bytearray()
@@ -409,6 +410,7 @@ class _Parser:
     # --- public -------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        """Parse ``data`` (any split of the stream); while paused or tunnelling, only keep it."""
         if self._busy or self._paused or self._state >= _STOPPED:
             if self._state < _CLOSED:
                 self._buf += data
@@ -421,9 +423,11 @@ class _Parser:
             self._run(data if type(data) is bytes else bytes(data), 0)
 
     def pause(self) -> None:
+        """Deliver no more events (safe inside a callback); input is buffered."""
         self._paused = True
 
     def resume(self) -> None:
+        """Deliver what the buffer holds, then go on with new input."""
         if not self._paused:
             return
         self._paused = False
@@ -431,6 +435,7 @@ class _Parser:
             self._run(self._buf, 0)
 
     def feed_eof(self) -> None:
+        """The peer closed its write side; acted on once buffered input is parsed."""
         if self._eof or self._state >= _CLOSED:
             return
         self._eof = True
@@ -439,13 +444,16 @@ class _Parser:
 
     @property
     def buffered(self) -> int:
+        """Bytes received but not yet delivered (back-pressure, pipelining limits)."""
         return len(self._buf)
 
     @property
     def paused(self) -> bool:
+        """Whether events are held, by pause() or after a request asking for a tunnel."""
         return self._paused
 
     def take_buffer(self) -> bytes:
+        """Remove and return the undelivered bytes: the first bytes of a tunnel."""
         data = bytes(self._buf)
         self._buf.clear()
         self._scan = 0
