@@ -70,6 +70,12 @@ _K_FIRST = 1    # new connection, nothing received yet (timeout.http_request): c
 _K_HEAD = 2     # the head is incomplete after timeout.http_request: 408
 _K_CLIENT = 3   # client inactivity (timeout.client) while it sends a body or blocks our writes
 _K_TUNNEL = 4   # tunnel inactivity (timeout.tunnel)
+_K_LINGER = 5   # lingering close after an error: stop waiting for the client's FIN
+
+# How long a connection closed after an error keeps reading (and discarding)
+# what the client still sends, so that the kernel does not answer those bytes
+# with a reset that could destroy the error response before it is read.
+LINGER = 2.0
 
 # Reasons the client transport is paused (a bit each).
 _P_CONNECT = 1      # request body waits for a server connection
@@ -304,6 +310,10 @@ class HTTPSession(Protocol):
         """The client half-closed: answer what it sent, then close."""
         self.client_eof = True
         state = self.state
+        if state == _CLOSED:
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
         if state == _TUNNEL:
             sc = self.sconn
             if sc is not None and sc.transport is not None:
@@ -510,7 +520,7 @@ class HTTPSession(Protocol):
         self.fe.count_status(status)
         self._write_client(render(status, self.fe.cfg.errorfiles, close=True))
         self._account_and_log(self.reactor.seconds())
-        self._close_client()
+        self._close_client(linger=True)
 
     # ------------------------------------------------------------ dispatch
 
@@ -874,8 +884,10 @@ class HTTPSession(Protocol):
             self.deadline.set(self.fe.cfg.timeouts.keep_alive, _K_IDLE)
             self._drive()
         else:
+            # Unread input (a request body, pipelined requests): linger.
+            unread = not self.req_done or bool(self.parser is not None and self.parser.buffered)
             self.state = _CLOSED
-            self._close_client()
+            self._close_client(linger=unread)
 
     def _account_and_log(self, now: float) -> None:
         """Counters and the access-log line of the current request, once."""
@@ -944,7 +956,8 @@ class HTTPSession(Protocol):
         if self.cpause & _P_SERVER:
             self._resume_client(_P_SERVER)
 
-    def _close_client(self, abort: bool = False) -> None:
+    def _close_client(self, abort: bool = False, linger: bool = False) -> None:
+        """Close the client connection; ``linger``: half-close and drain first (see LINGER)."""
         self.state = _CLOSED
         t = self.transport
         if t is None:
@@ -953,8 +966,16 @@ class HTTPSession(Protocol):
             self.parser.pause()
         if abort:
             t.abortConnection()  # type: ignore[attr-defined]
-        else:
-            t.loseConnection()
+            return
+        if linger and not self.client_eof:
+            lwc = getattr(t, "loseWriteConnection", None)
+            if lwc is not None:
+                self.cpause = 0
+                t.resumeProducing()  # type: ignore[attr-defined]
+                lwc()
+                self.deadline.set(min(LINGER, self.fe.cfg.timeouts.client), _K_LINGER)
+                return
+        t.loseConnection()
 
     # ------------------------------------------------------------ tunnels
 
@@ -1011,7 +1032,11 @@ class HTTPSession(Protocol):
                 self.fe.count_status(408)
                 self._write_client(render(408, self.fe.cfg.errorfiles, close=True))
                 self._account_and_log(self.reactor.seconds())
-                self._close_client()
+                self._close_client(linger=True)
+            return
+        if kind == _K_LINGER:
+            if self.transport is not None:
+                self.transport.loseConnection()
             return
         if kind == _K_TUNNEL:
             if state == _TUNNEL:

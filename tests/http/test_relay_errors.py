@@ -16,7 +16,7 @@ class BadRequestTests(SynchronousTestCase):
         session, client = h.client()
         session.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc")
         self.assertEqual(client.value(), render(400, {}, close=True))
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.write_closed)
         self.assertEqual(h.connects(), [])
         self.assertEqual(h.frontend.ereq, 1)
         self.assertEqual(h.access_lines(), ['f f/<NOSRV> -1/-1/-1/-1/0 400 %d - - PR-- 1/1/0/0/0 0/0 "<BADREQ>"'
@@ -54,7 +54,7 @@ class BadRequestTests(SynchronousTestCase):
         session, client = h.client()
         session.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 2000)
         self.assertTrue(client.value().startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"))
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.write_closed)
 
     def test_bad_request_after_a_good_one(self) -> None:
         """A malformed request following a good one on a keep-alive connection gets 400 after the first answer."""
@@ -83,7 +83,7 @@ class ServerSideErrorTests(SynchronousTestCase):
         session, client = h.client()
         session.dataReceived(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
         self.assertEqual(client.value(), render(503, {}, close=True))
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.write_closed)
 
     def test_connect_failures_give_503_after_retries(self) -> None:
         """When every connect attempt is refused, the client gets 503 (SC) after ``retries`` retries."""
@@ -213,3 +213,47 @@ class ClientAbortTests(SynchronousTestCase):
         self.assertEqual(len(h.access_lines()), 1)
         self.assertEqual(h.frontend.cur_sess, 0)
         self.assertEqual(h.frontend.sessions, set())
+
+
+class LingeringCloseTests(SynchronousTestCase):
+    def test_error_close_half_closes_and_drains(self) -> None:
+        """After a 400 lbd sends its FIN but keeps reading (and dropping) what the client still sends."""
+        h = Harness(servers=ONE_SERVER)
+        session, client = h.client()
+        session.dataReceived(b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n")
+        self.assertTrue(client.write_closed)
+        self.assertFalse(client.disconnecting)
+        self.assertEqual(client.producerState, "producing")
+        session.dataReceived(b"more bytes the client had in flight")
+        self.assertEqual(client.value(), render(400, {}, close=True))
+        self.assertEqual(h.connects(), [])
+
+    def test_client_fin_ends_the_linger(self) -> None:
+        """When the client closes its side, the lingering connection closes."""
+        h = Harness(servers=ONE_SERVER)
+        session, client = h.client()
+        session.dataReceived(b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n")
+        session.readConnectionLost()
+        self.assertTrue(client.disconnecting)
+
+    def test_linger_is_bounded(self) -> None:
+        """A client that never closes is closed LINGER seconds after the error."""
+        from lbd.http.relay import LINGER
+
+        h = Harness(servers=ONE_SERVER)
+        session, client = h.client()
+        session.dataReceived(b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n")
+        h.reactor.advance(LINGER - 0.001)
+        self.assertFalse(client.disconnecting)
+        h.reactor.advance(0.002)
+        self.assertTrue(client.disconnecting)
+
+    def test_plain_close_does_not_linger(self) -> None:
+        """Connection: close after a fully read request closes at once."""
+        h = Harness(servers=ONE_SERVER)
+        session, client = h.client()
+        session.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        proto, _ = h.accept()
+        proto.dataReceived(response())
+        self.assertTrue(client.disconnecting)
+        self.assertFalse(client.write_closed)

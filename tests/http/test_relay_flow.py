@@ -151,7 +151,7 @@ class ContinueTests(SynchronousTestCase):
         proto.dataReceived(response(b"no", b"417 Expectation Failed"))
         self.assertEqual(client.value(), b"HTTP/1.1 417 Expectation Failed\r\nContent-Length: 2\r\n"
                                          b"Connection: close\r\n\r\nno")
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.write_closed)
         self.assertTrue(server.disconnecting)
 
     def test_waiting_for_100_is_the_servers_time(self) -> None:

@@ -21,7 +21,7 @@ class ClientTimerTests(SynchronousTestCase):
         self.assertEqual(client.value(), b"")
         h.reactor.advance(0.002)
         self.assertEqual(client.value(), PAGE_408)
-        self.assertTrue(client.disconnecting)
+        self.assertTrue(client.write_closed)
         self.assertEqual(h.connects(), [])
         self.assertEqual(h.access_lines(), ['f f/<NOSRV> -1/-1/-1/-1/10000 408 %d - - cR-- 1/1/0/0/0 0/0 "<BADREQ>"'
                                             % len(PAGE_408)])
