@@ -29,7 +29,7 @@ pytestmark = [
 BODY = {1: b"Server 1 here\n", 2: b"Server 2 here\n", 3: b"Server 3 here\n"}
 
 
-def config(workdir: str, port: int, servers: dict[str, int], state_file: bool = False) -> str:
+def config(workdir: str, port: int, servers: dict[str, int], state_file: bool = False, mode: str = "tcp") -> str:
     lines = "".join('%s = { address = "127.0.0.1:%d" }\n' % (n, p) for n, p in servers.items())
     return """\
 [global]
@@ -44,14 +44,14 @@ level = "admin"
 [metrics]
 bind = "off"
 [defaults]
-mode = "tcp"
+mode = "%s"
 [defaults.timeout]
 connect = "1s"
 [frontends.www]
 bind = "127.0.0.1:%d"
 default_backend = "web"
 [backends.web.servers]
-%s""" % ('state_file = "%s/state.json"' % workdir if state_file else "", workdir, port, lines)
+%s""" % ('state_file = "%s/state.json"' % workdir if state_file else "", workdir, mode, port, lines)
 
 
 def socat(workdir: str, line: str, timeout: float = 10.0) -> str:
@@ -170,6 +170,32 @@ def test_disable_under_traffic(lbd: tuple[LbdProcess, str, int]) -> None:
     assert server_line(workdir, "web1")[6] == "1"          # srv_admin_state: SRV_ADMF_FMAINT
     assert socat(workdir, "enable server web/web1") == "\n"
     assert {get(port) for _ in range(4)} == {BODY[1], BODY[2]}
+
+
+def test_disable_under_http_traffic(apaches: list[Apache]) -> None:
+    """In http mode, disable server under load fails no request and later requests avoid it."""
+    workdir = tempfile.mkdtemp(prefix="lbd-admin-http-")
+    port = free_port()
+    proc = LbdProcess(config(workdir, port, {"web1": apaches[0].port, "web2": apaches[1].port}, mode="http"),
+                      workdir=workdir)
+    try:
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        load = Load(port)
+        try:
+            load.wait_for(20)
+            assert socat(workdir, "disable server web/web1") == "\n"
+            disabled_at = time.monotonic()
+            load.wait_for(len(load.results) + 40)
+        finally:
+            load.stop()
+        assert load.failures == []
+        assert set(load.after(disabled_at)) == {BODY[2]}
+        for _ in range(3):                    # a keep-alive client: each request is balanced anew
+            client.request("GET", "/")
+            assert client.getresponse().read() == BODY[2]
+        client.close()
+    finally:
+        assert proc.stop() == 0
 
 
 def test_drain(lbd: tuple[LbdProcess, str, int]) -> None:

@@ -85,11 +85,12 @@ def _refused(port: int) -> bool:
     return False
 
 
-def test_reload_under_load(apaches: list[Apache]) -> None:
+@pytest.mark.parametrize("mode", ["tcp", "http"])
+def test_reload_under_load(apaches: list[Apache], mode: str) -> None:
     """Adding a server, changing a weight and removing a frontend under load fails no request."""
     workdir = tempfile.mkdtemp(prefix="lbd-reload-e2e-")
     www, old = free_port(), free_port()
-    proc = LbdProcess(config(workdir, www, old, _servers(apaches, 2)), workdir=workdir)
+    proc = LbdProcess(config(workdir, www, old, _servers(apaches, 2), mode), workdir=workdir)
     try:
         assert {get(www) for _ in range(4)} == {BODY[1], BODY[2]}
         # Operator state before the reload: web2 drains.
@@ -103,7 +104,7 @@ def test_reload_under_load(apaches: list[Apache]) -> None:
         load = Load(www)
         try:
             load.wait_for(30)
-            proc.write_config(config(workdir, www, None, _servers(apaches, 3, web1_weight=2)))
+            proc.write_config(config(workdir, www, None, _servers(apaches, 3, web1_weight=2), mode))
             proc.signal(signal.SIGHUP)
             proc.wait_for_log("reload done")
             reloaded_at = time.monotonic()
@@ -120,8 +121,13 @@ def test_reload_under_load(apaches: list[Apache]) -> None:
         assert _stat(workdir, "web2")["status"] == "DRAIN"
         assert socat(workdir, "get weight web/web1") == "2 (initial 2)\n\n"
         assert _refused(old)                          # the removed frontend no longer listens
-        held.request("GET", "/")                      # ... but its established connection still works
-        assert held.getresponse().read() == BODY[1]
+        if mode == "tcp":
+            held.request("GET", "/")                  # ... but its established connection still works
+            assert held.getresponse().read() == BODY[1]
+        else:
+            assert held.sock is not None              # http: the idle connection is closed cleanly
+            held.sock.settimeout(10)
+            assert held.sock.recv(1) == b""
         held.close()
         log = proc.log()
         for line in ("reload: frontend old removed (no longer listening; its connections finish)",
