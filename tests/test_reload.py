@@ -374,6 +374,20 @@ class ReloadTests(SynchronousTestCase):
         self.service.reload()
         self.assertEqual(self.service.pool.maxconn, 300)
 
+    def test_runtime_frontend_maxconn_kept(self) -> None:
+        """A frontend limit set at runtime stays while the file leaves that limit alone."""
+        run(self.service, "set maxconn frontend www 25")
+        self.rewrite(www_backend="api")
+        self.assertEqual(self.service.pool.frontends["www"].maxconn, 25)
+
+    def test_backend_timeouts(self) -> None:
+        """New backend timeouts replace the old ones on the same backend object."""
+        with open(self.path, "w") as f:
+            f.write(conf().replace('[backends.web]\n', '[backends.web]\ntimeout = { server = "7s" }\n'))
+        self.assertEqual(self.service.reload(), [])
+        self.assertIs(self.service.pool.backends["web"], self.web)
+        self.assertEqual(self.web.cfg.timeouts.server, 7.0)
+
     def test_summary_logged(self) -> None:
         """Each change is logged, then the count."""
         self.rewrite(frontends="")
