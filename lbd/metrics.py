@@ -27,7 +27,6 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
@@ -47,6 +46,9 @@ MAX_BODY = 1024             # bytes: GET needs none; anything larger is refused
 REQUEST_DEADLINE = 10.0     # seconds from a request's first line to its last byte (slowloris)
 IDLE_TIMEOUT = 30.0         # seconds of silence before an idle keep-alive connection closes
 LINGER = 2.0                # seconds to drain a refused client's input before aborting
+# What ``encode`` writes: the classic text format (prometheus-client 0.2x's
+# CONTENT_TYPE_LATEST says version=1.0.0, for UTF-8 names lbd does not use).
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 STATUS_REFRESH = 5          # seconds between status page reloads in the browser
 
 # State label values, in HAProxy's order (promex_srv_st, promex_back_st).
@@ -574,7 +576,7 @@ class MetricsResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         path = request.path
         if path == b"/metrics":
-            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+            request.setHeader(b"content-type", CONTENT_TYPE)
             return self.collector.exposition()
         if path == b"/":
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
