@@ -747,6 +747,8 @@ class HTTPSession(Protocol):
         assert srv is not None and be is not None
         self.sconn = None
         srv.sessions.discard(self)
+        if self.cpause & _P_SERVER:
+            self._resume_client(_P_SERVER)      # e.g. paused during a TLS handshake that failed
         if self.state == _TUNNEL:
             self.transport.loseConnection()  # type: ignore[union-attr]  # logged when the client is gone
             return

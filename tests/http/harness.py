@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import weakref
 from typing import Any
 
 from twisted.internet.address import IPv4Address
@@ -82,6 +83,7 @@ class Harness:
         self.backend: Backend = self.pool.backends["b"]
         fe = self.pool.add_frontend(self.cfg.frontends["f"])
         self.access = AccessLog(self.cfg.log)
+        weakref.finalize(self, self.access.close)
         self.ctx = ProxyContext(self.reactor, self.pool, fe, self.access)
         self.factory = HTTPFrontendFactory(self.ctx)
         self.frontend = fe

@@ -247,3 +247,17 @@ class TunnelTests(SynchronousTestCase):
         server.clear()
         session.dataReceived(b"\x00\x01raw")
         self.assertEqual(server.value(), b"\x00\x01raw")
+
+
+class PausedServerLostTests(SynchronousTestCase):
+    def test_client_resumes_when_a_blocking_server_connection_dies(self) -> None:
+        """A server connection that paused the client (e.g. during its TLS handshake) and then fails leaves the client readable."""
+        h = Harness(retries=0)
+        session, client = h.client()
+        session.dataReceived(GET)
+        proto, server = h.accept()
+        proto.pauseProducing()
+        self.assertEqual(client.producerState, "paused")
+        close(proto, server, clean=False)
+        self.assertEqual(client.producerState, "producing")
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 502 "))
