@@ -421,10 +421,13 @@ table{border-collapse:collapse;background:#fff;min-width:100%;font-variant-numer
 th,td{border:1px solid #d5d9e0;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#e8ebf0;font-weight:600}td.n,th.n{text-align:left}
 tr.px td{background:#eef1f5;font-weight:600}
+tr td.UP{background:#c7f0c2}tr td.DOWN{background:#f6b8b8}tr td.MAINT{background:#d9c6a6}
+tr td.DRAIN{background:#b9d6f2}tr td.GOINGDOWN{background:#fbe9a0}tr td.GOINGUP{background:#fbcf9a}
+tr td.NOCHECK{background:#e3e6ea}tr td.OPEN{background:#c7f0c2}tr td.STOP{background:#f6b8b8}
+td.UP,td.DOWN,td.MAINT,td.DRAIN,td.GOINGDOWN,td.GOINGUP,td.NOCHECK,td.OPEN,td.STOP{text-align:center}
+.legend span{display:inline-block;padding:1px 6px;margin:2px;border:1px solid #d5d9e0}
 .UP{background:#c7f0c2}.DOWN{background:#f6b8b8}.MAINT{background:#d9c6a6}.DRAIN{background:#b9d6f2}
 .GOINGDOWN{background:#fbe9a0}.GOINGUP{background:#fbcf9a}.NOCHECK{background:#e3e6ea}
-.OPEN{background:#c7f0c2}.STOP{background:#f6b8b8}
-.legend span{display:inline-block;padding:1px 6px;margin:2px;border:1px solid #d5d9e0}
 @media (max-width:600px){body{padding:4px;font-size:13px}th,td{padding:2px 4px}}
 """
 
@@ -594,19 +597,19 @@ class MetricsResource(Resource):
 
 
 class _BoundedRequest(Request):
-    """A request whose body may not exceed ``MAX_BODY``."""
+    """A request whose body may not exceed the site's ``max_body``."""
 
     _seen = 0
 
     def gotLength(self, length: int | None) -> None:
-        if length is not None and length > MAX_BODY:
+        if length is not None and length > self.channel.site.max_body:
             self.channel.refuse(413, b"Payload Too Large")
             length = 0
         super().gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         self._seen += len(data)
-        if self._seen > MAX_BODY:
+        if self._seen > self.channel.site.max_body:
             self.channel.refuse(413, b"Payload Too Large")
             return
         super().handleContentChunk(data)
@@ -615,19 +618,22 @@ class _BoundedRequest(Request):
 class _BoundedChannel(HTTPChannel):
     """HTTPChannel with a head size limit, a per-request deadline and polite refusals."""
 
-    MAX_LENGTH = MAX_HEAD
     _deadline: IDelayedCall | None = None
     _linger: IDelayedCall | None = None
     _head = 0
     _refused = False
 
+    def connectionMade(self) -> None:
+        self.MAX_LENGTH = self.site.max_head     # LineReceiver's longest line
+        super().connectionMade()
+
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
         if self._deadline is None:
-            self._deadline = self.callLater(REQUEST_DEADLINE, self._expired)
+            self._deadline = self.callLater(self.site.request_deadline, self._expired)
         self._head += len(line) + 2
-        if self._head > MAX_HEAD:
+        if self._head > self.site.max_head:
             self.refuse(431, b"Request Header Fields Too Large")
             return
         super().lineReceived(line)
@@ -671,7 +677,7 @@ class _BoundedChannel(HTTPChannel):
         body = b"%d %s\n" % (code, reason)
         self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
                              b"Connection: close\r\n\r\n%s" % (code, reason, len(body), body))
-        self._linger = self.callLater(LINGER, self.transport.abortConnection)
+        self._linger = self.callLater(self.site.linger, self.transport.abortConnection)
         half_close = getattr(self.transport, "loseWriteConnection", None)
         if half_close is not None:
             half_close()
@@ -686,12 +692,20 @@ class _BoundedChannel(HTTPChannel):
 
 
 class MetricsSite(Site):
-    """The metrics listener's factory: bounded requests, no per-request log lines."""
+    """The metrics listener's factory: bounded requests, no per-request log lines.
+
+    The limits are attributes so a test can shorten them; ``timeout`` (the
+    idle timeout) is twisted.web's own.
+    """
 
     noisy = False
     displayTracebacks = False
     protocol = _BoundedChannel
     requestFactory = _BoundedRequest
+    max_head = MAX_HEAD
+    max_body = MAX_BODY
+    request_deadline = REQUEST_DEADLINE
+    linger = LINGER
 
     def log(self, request: Request) -> None:
         """Scrapes every few seconds would flood the daemon's log: not logged."""

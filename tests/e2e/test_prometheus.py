@@ -151,7 +151,9 @@ class Stack:
 
     def __init__(self, prefix: str = "lbd") -> None:
         self.workdir = tempfile.mkdtemp(prefix="lbd-metrics-e2e-")
-        self.apaches = [Apache("Server 1 here\n"), Apache("Server 2 here\n")]
+        os.chmod(self.workdir, 0o755)     # apache2 runs as www-data when we are root
+        self.apaches = [Apache("Server %d here\n" % i, root=os.path.join(self.workdir, "apache%d" % i))
+                        for i in (1, 2)]
         for a in self.apaches:
             a.start()
         self.port = free_port()
@@ -168,6 +170,7 @@ class Stack:
         self.lbd.stop()
         for a in self.apaches:
             a.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 @pytest.fixture
