@@ -7,6 +7,9 @@ from typing import Any
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
@@ -515,3 +518,89 @@ class ListenerTests(TestCase):
         self.addCleanup(self.site.stopFactory)
         self.get(b"/metrics")
         self.assertEqual([e for e in events if "metrics" in str(e.get("log_format", "")) or "GET" in str(e)], [])
+
+
+class _Collect(Protocol):
+    """Writes ``data`` on connect, collects everything until the connection closes."""
+
+    def __init__(self, data: bytes, done: Deferred[bytes]) -> None:
+        self.data = data
+        self.done = done
+        self.received: list[bytes] = []
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.data)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.done.callback(b"".join(self.received))
+
+
+class RealSocketTests(TestCase):
+    """The listener on a real socket on 127.0.0.1, with short limits: refusals reach the client intact."""
+
+    timeout = 20
+
+    def setUp(self) -> Deferred[Any]:
+        from twisted.internet import reactor
+
+        self.reactor = reactor
+        self.service = LBService(config.loads(CONFIG % "lbd", "lbd.toml"), reactor)
+        self.site = metrics.make_site(self.service)
+        self.site.request_deadline = 0.3
+        self.site.linger = 0.5
+        self.server_closed: list[Deferred[None]] = []
+        build = self.site.buildProtocol
+
+        def build_and_watch(addr: Any) -> Any:
+            # The test ends only once the server side has closed too.
+            proto = build(addr)
+            closed: Deferred[None] = Deferred()
+            self.server_closed.append(closed)
+            lost = proto.connectionLost
+
+            def connection_lost(reason: Any) -> None:
+                lost(reason)
+                closed.callback(None)
+
+            proto.connectionLost = connection_lost
+            return proto
+
+        self.site.buildProtocol = build_and_watch  # type: ignore[method-assign]
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        return succeed(None)
+
+    @inlineCallbacks
+    def exchange(self, data: bytes) -> Any:
+        done: Deferred[bytes] = Deferred()
+        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.port.getHost().port)
+        connected = endpoint.connect(Factory.forProtocol(lambda: _Collect(data, done)))
+        connected.addErrback(done.errback)
+        raw = yield done
+        yield gatherResults(self.server_closed)
+        return raw
+
+    @inlineCallbacks
+    def test_metrics(self) -> Any:
+        """An HTTP/1.0 scrape gets the whole exposition, then the connection closes."""
+        raw = yield self.exchange(b"GET /metrics HTTP/1.0\r\n\r\n")
+        self.assertEqual((raw.split(b"\r\n")[0], raw.endswith(b"\n"), b"\nlbd_process_max_connections 4096.0\n" in raw),
+                         (b"HTTP/1.0 200 OK", True, True))
+
+    @inlineCallbacks
+    def test_slow_request(self) -> Any:
+        """A head that never completes gets 408 once the deadline passes."""
+        start = self.reactor.seconds()
+        raw = yield self.exchange(b"GET /metrics HTTP/1.1\r\nHost: lb\r\n")
+        self.assertEqual((raw.split(b"\r\n")[0], self.reactor.seconds() - start >= 0.3),
+                         (b"HTTP/1.1 408 Request Timeout", True))
+
+    @inlineCallbacks
+    def test_huge_request(self) -> Any:
+        """A megabyte of header gets the whole 431 answer, not a reset that loses it."""
+        raw = yield self.exchange(b"GET /metrics HTTP/1.1\r\nX-Big: " + b"a" * (1 << 20))
+        self.assertEqual(raw, b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+                              b"Content-Length: 36\r\nConnection: close\r\n\r\n431 Request Header Fields Too Large\n")
