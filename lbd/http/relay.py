@@ -85,15 +85,6 @@ _P_PIPELINE = 4     # too many pipelined bytes wait behind the current request
 _HTTP10 = b"HTTP/1.0"
 
 
-def _version_bytes(version: Any) -> bytes:
-    """The parser's version as ``HTTP/1.x`` bytes."""
-    if isinstance(version, bytes):
-        return version
-    if isinstance(version, tuple):
-        return b"HTTP/%d.%d" % version
-    return str(version).encode("ascii")
-
-
 def _ssl_error(reason: Failure | None) -> bool:
     if reason is None:
         return False
@@ -196,6 +187,7 @@ class HTTPSession(Protocol):
         self.to_server = 0
         self.from_server = 0
         self.expect_continue = False
+        self.v10 = False
 
     # ------------------------------------------------------------ connection
 
@@ -249,13 +241,20 @@ class HTTPSession(Protocol):
         self._drive(data)
 
     def _head_starts(self) -> None:
-        """The first byte of a request: timeout.http_request runs (from accept on a new connection)."""
+        """The first byte of a request (its deadline is armed only if the head stays incomplete)."""
         self.state = _HEAD
         self.t_start = self.reactor.seconds()
-        if self.deadline.kind == _K_FIRST and self.deadline.when is not None:
-            self.deadline.kind = _K_HEAD
+
+    def _head_incomplete(self) -> None:
+        """A partial head waits: timeout.http_request runs (from accept on a new connection)."""
+        deadline = self.deadline
+        kind = deadline.kind
+        if kind == _K_HEAD and deadline.when is not None:
+            return
+        if kind == _K_FIRST and deadline.when is not None:
+            deadline.kind = _K_HEAD
         else:
-            self.deadline.set(self.fe.cfg.timeouts.http_request, _K_HEAD)
+            deadline.set(self.fe.cfg.timeouts.http_request - (self.reactor.seconds() - self.t_start), _K_HEAD)
 
     def _drive(self, data: bytes | None = None) -> None:
         """The only entry into the request parser; loops instead of recursing.
@@ -298,9 +297,11 @@ class HTTPSession(Protocol):
             if self.client_eof or self.closing:
                 self._close_client()
                 return
-        elif state == _HEAD and self.client_eof:
-            self.readConnectionLost()
-            return
+        elif state == _HEAD:
+            if self.client_eof:
+                self.readConnectionLost()
+                return
+            self._head_incomplete()
         if state == _BUSY and parser.buffered > PIPELINE_LIMIT:
             self._pause_client(_P_PIPELINE)
         elif self.cpause & _P_PIPELINE:
@@ -407,9 +408,9 @@ class HTTPSession(Protocol):
         self.ctx.pool.cum_req += 1
         cl = head.content_length
         self.req_body = has_body = head.chunked or (cl is not None and cl > 0)
-        version = _version_bytes(head.version)
+        self.v10 = v10 = head.version == _HTTP10
         self.keep = head.keep_alive and not self.closing
-        self.expect_continue = bool(head.expect_continue) and has_body and version != _HTTP10
+        self.expect_continue = head.expect_continue and has_body
         if has_body and not self.expect_continue:
             self.deadline.set(fe.cfg.timeouts.client, _K_CLIENT)
         else:
@@ -428,7 +429,7 @@ class HTTPSession(Protocol):
             return
         self.backend = be
         be.req_tot += 1
-        self.upgrade = upgrade = bool(head.upgrade) and version != _HTTP10
+        self.upgrade = upgrade = head.upgrade is not None
         self.retryable = not has_body and method in IDEMPOTENT
         # The head for the server, built once (and kept for a retry).
         forward = fe.cfg.forwardfor and be.cfg.forwardfor
@@ -437,15 +438,16 @@ class HTTPSession(Protocol):
         else:
             drop = _HOP_FWD if forward else _HOP
         tokens = head.connection_tokens
+        lens = _HOP_LENGTHS
         if tokens:
             extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
-        parts = [method, b" ", head.target,
-                 b" HTTP/1.1\r\n" if version != _HTTP10 else b" HTTP/1.0\r\n"]
+                lens = frozenset(len(n) for n in drop)
+        parts = [method, b" ", head.target, b" HTTP/1.0\r\n" if v10 else b" HTTP/1.1\r\n"]
         append = parts.append
         for name_, value in head.headers:
-            if (tokens or len(name_) in _HOP_LENGTHS) and name_.lower() in drop:
+            if len(name_) in lens and name_.lower() in drop:
                 continue
             append(name_)
             append(b": ")
@@ -457,7 +459,7 @@ class HTTPSession(Protocol):
                 append(b"X-Forwarded-Host: " + head.host + b"\r\n")
         if upgrade:
             append(b"Connection: upgrade\r\n\r\n")
-        elif version == _HTTP10:
+        elif v10:
             append(b"Connection: keep-alive\r\n\r\n")
         else:
             append(b"\r\n")
@@ -618,8 +620,7 @@ class HTTPSession(Protocol):
 
     def on_informational(self, head: Any) -> None:
         """A 1xx other than 101: passed on to HTTP/1.1 clients."""
-        version = _version_bytes(self.head.version)
-        if version == _HTTP10:
+        if self.v10:
             return
         self.cbuf.append(self._response_head(head, b""))
         if head.status == 100 and self.expect_continue:
@@ -656,7 +657,7 @@ class HTTPSession(Protocol):
             if not keep:
                 self.keep = False
                 conn = b"Connection: close\r\n"
-            elif _version_bytes(self.head.version) == _HTTP10:
+            elif self.v10:
                 conn = b"Connection: keep-alive\r\n"
             else:
                 conn = b""
@@ -667,12 +668,14 @@ class HTTPSession(Protocol):
         append = parts.append
         drop = _HOP_UPGRADE if upgrade else _HOP
         tokens = head.connection_tokens
+        lens = _HOP_LENGTHS
         if tokens:
             extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
+                lens = frozenset(len(n) for n in drop)
         for name, value in head.headers:
-            if (tokens or len(name) in _HOP_LENGTHS) and name.lower() in drop:
+            if len(name) in lens and name.lower() in drop:
                 continue
             append(name)
             append(b": ")
@@ -849,7 +852,7 @@ class HTTPSession(Protocol):
             self.keep = False
         pages = be.cfg.errorfiles if be is not None and status in be.cfg.errorfiles else self.fe.cfg.errorfiles
         head = self.head
-        v10 = head is not None and _version_bytes(head.version) == _HTTP10
+        v10 = head is not None and self.v10
         if self.cbuf:
             self._flush_client()      # 1xx already received stay in order
         self._write_client(render(status, pages, close=not keep, keep_alive_10=keep and v10,
@@ -928,7 +931,7 @@ class HTTPSession(Protocol):
         if head is None:
             line = "<BADREQ>"
         else:
-            line = b"%s %s %s" % (head.method, head.target, _version_bytes(head.version))
+            line = b"%s %s %s" % (head.method, head.target, head.version)
             line = line.decode("latin-1")  # type: ignore[assignment]
         ctx.access.http(
             client=self.client_ip, client_port=self.client_port, start=self.t_start,
@@ -1231,8 +1234,6 @@ class ServerConnection(Protocol):
             return
         self.got_bytes = True
         s.from_server += len(data)
-        if not self.read_paused:
-            self.deadline.set(self.server_timeout)
         try:
             self.parser.feed(data)
         except Exception:
@@ -1240,6 +1241,9 @@ class ServerConnection(Protocol):
             s.on_response_error("internal error")
         if self.session is s:
             s.after_server_read(self)
+            # Still ours: more is due from the server (unless lbd stopped reading it).
+            if self.session is s and not self.read_paused and not self.tunnel:
+                self.deadline.set(self.server_timeout)
         elif s.cbuf:
             s._flush_client()
 
