@@ -28,7 +28,10 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.utils import floatToGoString
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.http import Request as _HTTPRequest
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
@@ -301,7 +304,7 @@ class PoolCollector:
     def _backends(self, p: str, backends: list[Backend], now: float) -> Iterator[Family]:
         if not backends:
             return
-        labels = [(be.name,) for be in backends]
+        labels: list[tuple[str, ...]] = [(be.name,) for be in backends]
         status = Family(p + "status", G, "Current status of the service, per state label value.", ("proxy", "state"))
         for be, (px,) in zip(backends, labels):
             current = stats.backend_status(be)
@@ -332,7 +335,7 @@ class PoolCollector:
         if not servers:
             return
         names = ("proxy", "server")
-        labels = [(s.backend.name, s.name) for s in servers]
+        labels: list[tuple[str, ...]] = [(s.backend.name, s.name) for s in servers]
         pairs = list(zip(servers, labels))
         status = Family(p + "status", G, "Current status of the service, per state label value.",
                         ("proxy", "server", "state"))
@@ -358,7 +361,7 @@ class PoolCollector:
         http = [s for s in servers if s.backend.cfg.mode == "http"]
         yield from _responses(p, http, names, [(s.backend.name, s.name) for s in http])
 
-    def _checks(self, p: str, checked: list[tuple[Server, tuple[str, str]]]) -> Iterator[Family]:
+    def _checks(self, p: str, checked: list[tuple[Server, tuple[str, ...]]]) -> Iterator[Family]:
         if not checked:
             return
         names = ("proxy", "server")
@@ -601,6 +604,8 @@ class _BoundedRequest(Request):
 
     _seen = 0
 
+    channel: _BoundedChannel
+
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.channel.site.max_body:
             self.channel.refuse(413, b"Payload Too Large")
@@ -618,6 +623,8 @@ class _BoundedRequest(Request):
 class _BoundedChannel(HTTPChannel):
     """HTTPChannel with a head size limit, a per-request deadline and polite refusals."""
 
+    site: MetricsSite               # set by Site.buildProtocol
+    transport: Any
     _deadline: IDelayedCall | None = None
     _linger: IDelayedCall | None = None
     _head = 0
@@ -684,7 +691,7 @@ class _BoundedChannel(HTTPChannel):
         else:
             self.transport.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
@@ -700,20 +707,20 @@ class MetricsSite(Site):
 
     noisy = False
     displayTracebacks = False
-    protocol = _BoundedChannel
+    protocol = _BoundedChannel  # type: ignore[assignment]
     requestFactory = _BoundedRequest
     max_head = MAX_HEAD
     max_body = MAX_BODY
     request_deadline = REQUEST_DEADLINE
     linger = LINGER
 
-    def log(self, request: Request) -> None:
+    def log(self, request: _HTTPRequest) -> None:
         """Scrapes every few seconds would flood the daemon's log: not logged."""
 
     def logPrefix(self) -> str:
         return "metrics"
 
 
-def make_site(service: LBService) -> Site:
+def make_site(service: LBService) -> MetricsSite:
     """The ``metrics.bind`` listener's factory for ``service`` (its reactor drives the timeouts)."""
     return MetricsSite(MetricsResource(service), timeout=IDLE_TIMEOUT, reactor=service.reactor)

@@ -7,10 +7,11 @@ from typing import Any
 from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from lbd import config, metrics
@@ -511,9 +512,7 @@ class ListenerTests(TestCase):
         """Scrapes are not logged line by line."""
         from twisted.logger import globalLogPublisher
 
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.site.startFactory()
         self.addCleanup(self.site.stopFactory)
         self.get(b"/metrics")
@@ -529,12 +528,13 @@ class _Collect(Protocol):
         self.received: list[bytes] = []
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.data)
 
     def dataReceived(self, data: bytes) -> None:
         self.received.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.done.callback(b"".join(self.received))
 
 
@@ -543,7 +543,7 @@ class RealSocketTests(TestCase):
 
     timeout = 20
 
-    def setUp(self) -> Deferred[Any]:
+    def setUp(self) -> None:
         from twisted.internet import reactor
 
         self.reactor = reactor
@@ -569,14 +569,13 @@ class RealSocketTests(TestCase):
             return proto
 
         self.site.buildProtocol = build_and_watch  # type: ignore[method-assign]
-        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")  # type: ignore[arg-type]
         self.addCleanup(self.port.stopListening)
-        return succeed(None)
 
     @inlineCallbacks
     def exchange(self, data: bytes) -> Any:
         done: Deferred[bytes] = Deferred()
-        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.port.getHost().port)
+        endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.port.getHost().port)  # type: ignore[attr-defined]
         connected = endpoint.connect(Factory.forProtocol(lambda: _Collect(data, done)))
         connected.addErrback(done.errback)
         raw = yield done
