@@ -162,6 +162,7 @@ class HTTPSession(Protocol):
         self.backend: Backend | None = None
         self.server: Server | None = None
         self.held: Server | None = None     # the server whose slot (cur_sess) this request holds
+        self.retried_from: Server | None = None
         self.sconn: ServerConnection | None = None
         self.connect: ServerConnect | None = None
         self.pending: list[bytes] = []
@@ -371,13 +372,13 @@ class HTTPSession(Protocol):
         if self.state != _CLOSED:
             self.state = _CLOSED
             self._close_client(abort=True)
-        fe = self.fe
-        fe.cli_abrt += 1
-        be = self.backend
-        if be is not None:
-            be.cli_abrt += 1
-        if self.server is not None:
-            self.server.cli_abrt += 1
+        if self.term[:1] == "C":
+            self.fe.cli_abrt += 1
+            be = self.backend
+            if be is not None:
+                be.cli_abrt += 1
+            if self.server is not None:
+                self.server.cli_abrt += 1
         if self.connect is not None:
             self.connect.cancel()
             self.connect = None
@@ -403,6 +404,7 @@ class HTTPSession(Protocol):
         self.to_client = self.to_server = self.from_server = 0
         self.req_done = self.resp_started = self.resp_done = False
         self.server = None
+        self.retried_from = None
         fe = self.fe
         fe.req_tot += 1
         self.ctx.pool.cum_req += 1
@@ -592,6 +594,12 @@ class HTTPSession(Protocol):
         self.held = srv
         self.sconn = sc
         srv.sessions.add(self)
+        prev = self.retried_from
+        if prev is not None:
+            self.retried_from = None
+            if prev is not srv:
+                prev.wredis += 1
+                srv.backend.wredis += 1
         srv.req_tot += 1
         sc.begin(self, self.method)
         data = self.out_head
@@ -775,6 +783,7 @@ class HTTPSession(Protocol):
                 be.wretr += 1
                 self._release_slot()
                 self.server = None
+                self.retried_from = srv
                 if be.cfg.redispatch:
                     self._dispatch(be, srv, True)
                 else:

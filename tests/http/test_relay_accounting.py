@@ -134,3 +134,4 @@ class StopTests(SynchronousTestCase):
         self.assertTrue(server.aborted)
         self.assertEqual(h.server("s1").cur_sess, 0)
         self.assertTrue(re.search(r" KR-- ", h.access_lines()[-1]), h.access_lines())
+        self.assertEqual(h.frontend.cli_abrt, 0)
