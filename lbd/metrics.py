@@ -389,7 +389,7 @@ class PoolCollector:
 _HISTOGRAMS = (
     ("connect_time", "connect_time_seconds", "Time to connect to a server, per successful connection."),
     ("response_time", "response_time_seconds",
-     "Time from connected to the response head (http), or to the server's first byte (tcp)."),
+     "Time from the request sent to the response head, in http mode (empty in tcp mode)."),
     ("total_time", "total_time_seconds", "Total time of a request (http) or connection (tcp)."),
 )
 

@@ -216,6 +216,9 @@ def test_prometheus_sees_traffic_and_quantile(stack: Stack, prometheus: Promethe
     c = prometheus.wait_for('histogram_quantile(0.5, lbd_backend_connect_time_seconds_bucket{proxy="web"})',
                             lambda v: v == v)
     assert 0 < c <= 1.0
+    r = prometheus.wait_for('histogram_quantile(0.5, lbd_backend_response_time_seconds_bucket{proxy="web"})',
+                            lambda v: v == v)
+    assert 0 < r <= 10.0
     count = prometheus.wait_for('lbd_backend_total_time_seconds_count{proxy="web"}', lambda v: v == 20)
     assert count == 20
 
@@ -278,6 +281,53 @@ def test_prefix_haproxy(tmp_path: Any) -> None:
         body = http_get(mport, "/metrics")[1]
         assert b'\nhaproxy_server_status{proxy="web",server="web1",state="UP"} 1.0\n' in body
         assert b"\nlbd_" not in body
+    finally:
+        lbd.stop()
+        apache.stop()
+
+
+def test_healthz_503_while_stopping(tmp_path: Any) -> None:
+    """During a graceful stop /healthz answers 503 until the last connection ends, then lbd exits."""
+    apache = Apache("x\n", root=os.path.join(str(tmp_path), "apache"))
+    os.chmod(str(tmp_path), 0o755)
+    apache.start()
+    port, mport = free_port(), free_port()
+    text = """\
+[global]
+grace = "20s"
+[log]
+access = "off"
+[admin]
+socket = "off"
+[metrics]
+bind = "127.0.0.1:%d"
+[frontends.db]
+bind = "127.0.0.1:%d"
+mode = "tcp"
+default_backend = "web"
+[backends.web]
+mode = "tcp"
+[backends.web.servers]
+web1 = { address = "127.0.0.1:%d" }
+""" % (mport, port, apache.port)
+    lbd = LbdProcess(text, workdir=str(tmp_path))
+    try:
+        wait_for_port(mport)
+        assert http_get(mport, "/healthz") == (200, b"OK\n")
+        client = socket.create_connection(("127.0.0.1", port), timeout=10)   # a session lbd must let finish
+        deadline = time.monotonic() + 10
+        while b"lbd_frontend_current_sessions{proxy=\"db\"} 1.0" not in http_get(mport, "/metrics")[1]:
+            assert time.monotonic() < deadline, "the tcp session never showed"
+            time.sleep(0.05)
+        lbd.signal(signal.SIGTERM)
+        answers = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not answers or answers[-1] != (503, b"stopping\n")):
+            answers.append(http_get(mport, "/healthz"))
+            time.sleep(0.05)
+        assert answers[-1] == (503, b"stopping\n")
+        client.close()
+        assert lbd.proc.wait(15) is not None
     finally:
         lbd.stop()
         apache.stop()
