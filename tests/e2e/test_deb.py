@@ -1,7 +1,9 @@
 """The Debian package end to end: build, lintian, install, run as lbd.service says, reload, stop, purge.
 
 Needs root and Debian's packaging tools (CI has both). The package is built
-from a copy of the tree (.ci/build-deb.sh), installed with apt-get, and then
+(.ci/build-deb.sh) from a snapshot of the tree, so the working tree stays
+clean and the in-process suite run against the installed package is the one
+that was packaged; it is installed with apt-get, and then
 only Debian's python3 and what the package installed take part: every command
 runs with PATH=/usr/sbin:/usr/bin:/sbin:/bin and no PYTHONPATH, from /. There
 is no systemd as PID 1 here, so the test reads lbd.service and runs its
@@ -107,7 +109,7 @@ def _skip_reason() -> str | None:
         return "LBD_SKIP_DEB is set"
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
         return "installing a Debian package needs root"
-    for program in ("dpkg-buildpackage", "dh", "pybuild", "lintian", "apt-get", "setpriv", "systemd-analyze", "git"):
+    for program in ("dpkg-buildpackage", "dh", "pybuild", "lintian", "apt-get", "setpriv", "systemd-analyze"):
         if shutil.which(program, path=SYSTEM_PATH) is None:
             return "%s is not installed" % (program,)
     return None
@@ -377,20 +379,39 @@ def port_in_use(port: int) -> bool:
 
 @dataclass(frozen=True)
 class Deb:
+    source: str     # the snapshot of the tree it was built from
     path: str
     lintian: str
 
 
+def snapshot(dest: str) -> None:
+    """Copy the files git knows (tracked, and untracked but not ignored) as they are in the working tree."""
+    proc = None
+    if shutil.which("git", path=SYSTEM_PATH) is not None:
+        proc = run(["git", "-C", REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+    if proc is None or proc.returncode != 0:
+        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "dist", "__pycache__", ".pybuild", "dropin.cache", ".hypothesis"))
+        return
+    for name in proc.stdout.split("\0"):
+        src = os.path.join(REPO, name)
+        if name and os.path.isfile(src):
+            os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
+            shutil.copy2(src, os.path.join(dest, name))
+
+
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Deb:
-    """lbd_VERSION_all.deb built from a copy of the tree (the working tree stays clean)."""
+    """lbd_VERSION_all.deb built from a snapshot of the tree (the working tree stays clean)."""
+    source = str(tmp_path_factory.mktemp("source"))
+    snapshot(source)
     out = tmp_path_factory.mktemp("deb")
-    proc = run(["sh", os.path.join(REPO, ".ci", "build-deb.sh"), str(out)], timeout=600)
+    proc = run(["sh", os.path.join(source, ".ci", "build-deb.sh"), str(out)], timeout=600)
     assert proc.returncode == 0, "the package did not build:\n%s%s" % (proc.stdout[-6000:], proc.stderr[-6000:])
     path = out / ("lbd_%s_all.deb" % (changelog_version().split(":")[-1],))
     assert path.exists(), "no %s after the build; built: %s" % (path.name, sorted(os.listdir(out)))
     lint = run(["lintian", "--pedantic", "--display-info", str(path)], timeout=300)
-    return Deb(str(path), lint.stdout + lint.stderr)
+    return Deb(source, str(path), lint.stdout + lint.stderr)
 
 
 @dataclass
@@ -611,6 +632,29 @@ def test_service_serves_reloads_and_stops(installed: Installation, example_confi
         for path in made:
             if path.startswith("/run/"):
                 shutil.rmtree(path, ignore_errors=True)
+
+
+UNDER_TEST_PLUGIN = """\
+import lbd, twisted
+
+def pytest_sessionstart(session):
+    with open("under-test.txt", "w") as f:
+        f.write("%s %s\\n" % (lbd.__file__, twisted.__file__))
+"""
+
+
+def test_unit_suite_passes_on_the_installed_package(installed: Installation, tmp_path: pathlib.Path) -> None:
+    """The in-process test suite (tests/ but e2e) passes against the installed package and Debian's Twisted."""
+    ignore = shutil.ignore_patterns("e2e", "__pycache__", "*.pyc", ".hypothesis")
+    # The tests as they were when the package was built; they read the shipped files in etc/.
+    shutil.copytree(os.path.join(installed.deb.source, "tests"), tmp_path / "tests", ignore=ignore)
+    shutil.copytree(os.path.join(installed.deb.source, "etc"), tmp_path / "etc", ignore=ignore)
+    (tmp_path / "under_test.py").write_text(UNDER_TEST_PLUGIN)
+    proc = subprocess.run(["python3", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "under_test", "tests"],
+                          env=system_env(), cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]
+    assert (tmp_path / "under-test.txt").read_text().split() == [
+        DIST_PACKAGES + "/lbd/__init__.py", DIST_PACKAGES + "/twisted/__init__.py"]
 
 
 def test_purge_leaves_nothing_behind(installed: Installation) -> None:
