@@ -575,7 +575,8 @@ class MetricsResource(Resource):
     def __init__(self, service: LBService) -> None:
         super().__init__()
         self.service = service
-        self.collector = PoolCollector(service.pool, service.config.metrics.prefix)
+        # As the service says on reload: [metrics] changes wait for a restart.
+        self.prefix = service.config.metrics.prefix
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"server", b"lbd")
@@ -583,7 +584,7 @@ class MetricsResource(Resource):
         path = request.path
         if path == b"/metrics":
             request.setHeader(b"content-type", CONTENT_TYPE)
-            return self.collector.exposition()
+            return PoolCollector(self.service.pool, self.prefix).exposition()
         if path == b"/":
             request.setHeader(b"content-type", b"text/html; charset=utf-8")
             request.setHeader(b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'")
