@@ -940,8 +940,7 @@ class HTTPSession(Protocol):
         if head is None:
             line = "<BADREQ>"
         else:
-            line = b"%s %s %s" % (head.method, head.target, head.version)
-            line = line.decode("latin-1")  # type: ignore[assignment]
+            line = (b"%s %s %s" % (head.method, head.target, head.version)).decode("latin-1")
         ctx.access.http(
             client=self.client_ip, client_port=self.client_port, start=self.t_start,
             frontend=fe.name, backend=be.name if be is not None else fe.name,
@@ -1179,7 +1178,7 @@ class ServerConnection(Protocol):
 
     def connectionMade(self) -> None:
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
-        self.factory.connected(self)  # type: ignore[attr-defined]
+        self.factory.connected(self)
 
     # -- exchanges -------------------------------------------------------
 
