@@ -16,11 +16,12 @@ import re
 import subprocess
 import sys
 import tempfile
+from typing import Any, NoReturn
 
 ERROR_CODES = ("400", "403", "408", "500", "502", "503", "504")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     sys.stderr.write("build-check: %s\n" % (message,))
     sys.exit(1)
 
@@ -46,7 +47,7 @@ def check_plugin(build_dir: str) -> None:
 
     cache = os.path.join(build_dir, "twisted", "plugins", "dropin.cache")
     try:
-        makers = {p.tapname: p for p in getPlugins(IServiceMaker, plugins)}
+        makers: dict[str, Any] = {str(p.tapname): p for p in getPlugins(IServiceMaker, plugins)}
     finally:
         # getPlugins wrote a cache into the tree pybuild installs from.
         if os.path.exists(cache):
