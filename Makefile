@@ -46,7 +46,7 @@ bench: deps
 	$(DEBIAN_PYTHON) bench/run.py $(BENCH_ARGS)
 
 deb: deps
-	dpkg-buildpackage -us -uc -b
+	sh .ci/build-deb.sh dist
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache _trial_temp* twisted/plugins/dropin.cache

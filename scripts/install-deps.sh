@@ -11,7 +11,7 @@ python3-twisted python3-prometheus-client python3-service-identity python3-opens
 python3-pytest python3-treq python3-hypothesis
 apache2 mariadb-server mariadb-client galera-4 prometheus
 socat curl nginx haproxy wrk chromium
-debhelper dh-python python3-all pybuild-plugin-pyproject dpkg-dev lintian systemd man-db
+build-essential python3-wheel debhelper dh-python python3-all pybuild-plugin-pyproject dpkg-dev lintian systemd man-db
 procps util-linux
 "
 
