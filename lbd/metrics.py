@@ -409,7 +409,7 @@ def _responses(p: str, objects: Sequence[Any], names: tuple[str, ...],
 def make_registry(pool: Pool, prefix: str = "lbd") -> CollectorRegistry:
     """A registry holding only lbd's collector (no process/platform collectors, no globals)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(pool, prefix))  # type: ignore[arg-type]
+    registry.register(PoolCollector(pool, prefix))
     return registry
 
 

@@ -127,9 +127,10 @@ class Prometheus:
         while time.monotonic() < deadline:
             result = self.query(expr)
             if len(result) == 1:
-                last = float(result[0]["value"][1])
-                if check(last):
-                    return last
+                value = float(result[0]["value"][1])
+                last = value
+                if check(value):
+                    return value
             else:
                 last = result
             time.sleep(0.25)
@@ -320,7 +321,7 @@ web1 = { address = "127.0.0.1:%d" }
             assert time.monotonic() < deadline, "the tcp session never showed"
             time.sleep(0.05)
         lbd.signal(signal.SIGTERM)
-        answers = []
+        answers: list[tuple[int, bytes]] = []
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and (not answers or answers[-1] != (503, b"stopping\n")):
             answers.append(http_get(mport, "/healthz"))
