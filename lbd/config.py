@@ -142,6 +142,7 @@ class GlobalConfig:
     maxconn: int = 4096
     grace: float = 10.0
     state_file: str | None = None
+    fastpath: bool = True      # lbd.fastpath's reactor/transport shortcuts (see there)
 
 
 @dataclass(frozen=True)
@@ -561,11 +562,12 @@ def _build(data: dict[str, Any], c: _Checker, base_dir: str) -> Config | None:
     c.unknown(data, ("global", "log", "admin", "metrics", "defaults", "frontends", "backends"), ())
 
     g = c.table(data.get("global", _MISSING), ("global",))
-    c.unknown(g, ("maxconn", "grace", "state_file"), ("global",))
+    c.unknown(g, ("maxconn", "grace", "state_file", "fastpath"), ("global",))
     global_ = GlobalConfig(
         maxconn=c.get(g, "maxconn", ("global",), _int(1, 10_000_000), 4096),
         grace=c.get(g, "grace", ("global",), _duration, 10.0),
         state_file=c.get(g, "state_file", ("global",), _nonempty_str, None),
+        fastpath=c.get(g, "fastpath", ("global",), _bool, True),
     )
 
     lg = c.table(data.get("log", _MISSING), ("log",))

@@ -36,7 +36,7 @@ def errors(text: str, path: str = "lbd.toml") -> list[str]:
 def test_minimal_config_gets_documented_defaults() -> None:
     """A frontend and a backend with one server is enough; the rest has SPEC's defaults."""
     c = load(BASE)
-    assert c.global_ == config.GlobalConfig(maxconn=4096, grace=10.0, state_file=None)
+    assert c.global_ == config.GlobalConfig(maxconn=4096, grace=10.0, state_file=None, fastpath=True)
     assert c.log == config.LogConfig(level="info", access="-", format="haproxy")
     assert c.metrics == config.MetricsConfig(bind="127.0.0.1:9101", prefix="lbd")
     fe = c.frontends["www"]
@@ -234,7 +234,8 @@ INVALID = [
     ("[global]\nmaxconn = 0\n", "global.maxconn: 0 is below 1"),
     ("[global]\ngrace = \"soon\"\n", "global.grace: 'soon' is not a duration (use milliseconds or a unit: us, ms, s, m, h, d)"),
     ("[global]\nstate_file = \"\"\n", "global.state_file: must not be empty"),
-    ("[global]\nthreads = 4\n", "global.threads: unknown key (expected one of: grace, maxconn, state_file)"),
+    ("[global]\nfastpath = \"on\"\n", "global.fastpath: expected true or false, got a string"),
+    ("[global]\nthreads = 4\n", "global.threads: unknown key (expected one of: fastpath, grace, maxconn, state_file)"),
     ("[log]\nlevel = \"verbose\"\n", "log.level: 'verbose' is not one of: debug, info, warn, error"),
     ("[log]\naccess = 3\n", "log.access: expected a string, got an integer"),
     ("[log]\nformat = \"clf\"\n", "log.format: 'clf' is not one of: haproxy, json"),
