@@ -191,8 +191,14 @@ def test_reload_to_http_mode(apaches: list[Apache]) -> None:
         resp = conn.getresponse()
         assert resp.read() == BODY[1]
         conn.close()
-        # Only the http relay adds X-Forwarded-For (Apache logs it last on each line).
-        last = apaches[0].access_log().splitlines()[-1]
+        # Only the http relay adds X-Forwarded-For (Apache logs it last on each line);
+        # Apache writes its log line after sending the response, so wait for it.
+        deadline = time.monotonic() + 10
+        while True:
+            last = apaches[0].access_log().splitlines()[-1]
+            if last.endswith('"127.0.0.1"') or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert last.endswith('"127.0.0.1"'), last
         assert "reload: frontend www updated" in proc.log()
     finally:
