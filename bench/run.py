@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import errno
+import io
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -50,6 +52,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(REPO, "bench", "results")
+LBD_SOURCE = REPO    # the tree lbd runs from: the working tree, or an export of --lbd-rev
 DEFAULT_PYTHON = "/usr/bin/python3"
 TWISTD_RUN = "from twisted.scripts.twistd import run; run()"
 BIG_SIZE = 100 * 1024 * 1024
@@ -444,7 +447,7 @@ class Lbd:
         with open(self.cfg, "w") as f:
             f.write(config_text)
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = LBD_SOURCE + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         argv = [python, "-c", TWISTD_RUN, "-n", "--pidfile=", "lbd", "-c", self.cfg]
         self.proc = Proc(tag, argv, tmp, BALANCER_CPU, env=env)
@@ -477,6 +480,41 @@ def python_info(python: str) -> dict[str, str]:
         raise BenchError("%s cannot import twisted:\n%s" % (python, r.stderr))
     pyver, twver = r.stdout.split()
     return {"path": python, "python": pyver, "twisted": twver}
+
+
+def export_rev(rev: str, dest: str) -> str:
+    """Extract lbd/ and twisted/ of git revision ``rev`` into ``dest``; return the full commit id."""
+    r = subprocess.run(["git", "-C", REPO, "rev-parse", "--verify", rev + "^{commit}"], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        raise BenchError("--lbd-rev %s: %s" % (rev, r.stderr.strip()))
+    commit = r.stdout.strip()
+    os.makedirs(dest)
+    archive = subprocess.run(["git", "-C", REPO, "archive", "--format=tar", commit, "lbd", "twisted"],
+                             capture_output=True, timeout=60)
+    if archive.returncode != 0:
+        raise BenchError("git archive %s: %s" % (commit, archive.stderr.decode(errors="replace")))
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
+    return commit
+
+
+def source_info(source: str, rev: str | None) -> dict[str, Any]:
+    """Which lbd code ran: the commit, and whether the working tree had uncommitted changes to it."""
+    if rev is not None:
+        return {"rev": rev, "commit": LBD_COMMIT, "dirty": False}
+    head = subprocess.run(["git", "-C", source, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
+    status = subprocess.run(["git", "-C", source, "status", "--porcelain", "--", "lbd", "twisted"],
+                            capture_output=True, text=True, timeout=30)
+    if head.returncode != 0:
+        return {"rev": None, "commit": None, "dirty": None}
+    return {"rev": None, "commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+LBD_COMMIT: str | None = None
 
 
 # ---------------------------------------------------------------- wrk
@@ -583,7 +621,7 @@ def wait_quiet(limit: float, max_wait: float, sample: float = 0.5) -> float:
 
 def max_steal(res: dict[str, Any]) -> float:
     """The worst steal of the two CPUs the benchmark uses."""
-    s = res["steal"]
+    s: dict[str, float] = res["steal"]
     return max(s.get("cpu%d" % BALANCER_CPU, 0.0), s.get("cpu%d" % LOAD_CPU, 0.0), s.get("cpu", 0.0))
 
 
@@ -1016,8 +1054,11 @@ def summarise(runs: list[dict[str, Any]], targets: list[str], modes: Sequence[st
                 row: dict[str, Any] = {"test": test.key, "mode": mode, "metric": metric,
                                        "label": "%s %s: %s" % (mode, test.title, unit), "values": {}, "ratios": {}}
                 for t in targets:
-                    vals = {r: _metric(res, metric, test) for r, res in series(t).items()}
-                    vals = {r: v for r, v in vals.items() if v is not None}
+                    vals: dict[int, float] = {}
+                    for r, res in series(t).items():
+                        v = _metric(res, metric, test)
+                        if v is not None:
+                            vals[r] = v
                     if vals:
                         row["values"][t] = statistics.median(vals.values())
                     if t.startswith("lbd"):
@@ -1149,6 +1190,10 @@ def markdown(doc: dict[str, Any]) -> str:
         last = [x for x in f["log"].splitlines() if x.strip()][-5:]
         if last:
             tail += ["", "```"] + last + ["```"]
+    src = doc.get("lbd_source")
+    if src and src.get("commit"):
+        head.insert(-1, "lbd at commit %s%s." % (src["commit"][:12], " plus uncommitted changes" if src["dirty"] else ""))
+        head.insert(-1, "")
     if o.get("lbd_global"):
         head.insert(-1, "lbd's [global] adds: %s." % "; ".join("`%s`" % x for x in o["lbd_global"]))
         head.insert(-1, "")
@@ -1180,6 +1225,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--steal-retries", type=int, default=2, help="at most this many repeats of a noisy run (default 2)")
     p.add_argument("--lbd-global", action="append", default=[], metavar="'KEY = VALUE'",
                    help="a line added to lbd's [global] table, e.g. 'fastpath = false'; repeatable")
+    p.add_argument("--lbd-rev", default=None, metavar="REV",
+                   help="run lbd from this git revision (exported to the temp dir) instead of the working tree")
     p.add_argument("--out", default=DEFAULT_OUT, help="directory for the JSON and latest.md (default bench/results)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args(argv)
@@ -1219,7 +1266,14 @@ def main(argv: Sequence[str]) -> int:
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
+    global LBD_SOURCE, LBD_COMMIT
     try:
+        if args.lbd_rev is not None and "lbd" in args.only:
+            LBD_SOURCE = os.path.join(bench.tmp, "lbd-source")
+            LBD_COMMIT = export_rev(args.lbd_rev, LBD_SOURCE)
+            log("lbd from %s (%s)" % (args.lbd_rev, LBD_COMMIT[:12]))
+        if "lbd" in args.only:
+            bench.extra["lbd_source"] = source_info(REPO, args.lbd_rev)
         if "lbd" in args.only:
             for py in args.pythons:
                 try:
@@ -1248,8 +1302,10 @@ def main(argv: Sequence[str]) -> int:
         "options": {"repeat": args.repeat, "duration": args.duration, "quick": args.quick, "only": args.only,
                     "tests": args.tests, "modes": list(args.modes), "steal_max": args.steal_max,
                     "steal_retries": args.steal_retries, "others_max": args.others_max, "quiet_wait": args.quiet_wait,
-                    "idle_conns": args.idle_conns, "nofile": args.nofile, "lbd_global": args.lbd_global},
+                    "idle_conns": args.idle_conns, "nofile": args.nofile, "lbd_global": args.lbd_global,
+                    "lbd_rev": args.lbd_rev},
         "lbd_pythons": {k: info for k, info in bench.lbds},
+        "lbd_source": bench.extra.get("lbd_source"),
         "targets": targets,
         "max_steal": max(kept) if kept else 0.0,
         "max_others": max(others) if others else 0.0,
