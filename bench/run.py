@@ -1230,7 +1230,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--out", default=DEFAULT_OUT, help="directory for the JSON and latest.md (default bench/results)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args(argv)
-    a.pythons = a.python or [DEFAULT_PYTHON]
+    # Absolute (cwd is the temp dir), but symlinks kept: a venv's python is one.
+    a.pythons = [os.path.abspath(py) if os.sep in py else (shutil.which(py) or py)
+                 for py in (a.python or [DEFAULT_PYTHON])]
     a.only = [x for x in a.only.split(",") if x]
     a.tests = [x for x in a.tests.split(",") if x]
     a.modes = tuple(x for x in a.modes.split(",") if x)
