@@ -12,6 +12,9 @@ from twisted.python import usage
 
 from lbd import __version__
 from lbd import config as _config
+from lbd.logsetup import Logger
+
+_log = Logger()
 
 
 class Options(usage.Options):
@@ -39,4 +42,11 @@ def makeService(options: Options) -> Any:
         # twistd prints the exception text; make it the list of problems.
         raise SystemExit("lbd: invalid configuration:\n" + "\n".join(e.errors))
     setup_logging(cfg.log)
+    from lbd import fastpath
+    if fastpath.enabled(cfg):
+        if fastpath.install(reactor):
+            _log.info("fastpath on: direct dispatch and immediate writes (global.fastpath, LBD_FASTPATH)")
+        else:
+            _log.info("fastpath unavailable on {reactor}: running on stock Twisted paths",
+                      reactor=type(reactor).__name__)
     return LBService(cfg, reactor)

@@ -16,6 +16,7 @@ from lbd.logsetup import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lbd import fastpath
 from lbd.connect import NO_SERVER, QUEUE_TIMEOUT, ServerConnect
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class ServerSide(Protocol):
     session: TCPSession | None = None
 
     def connectionMade(self) -> None:
+        fastpath.adopt(self.transport)
         self.factory.connected(self)  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
@@ -147,6 +149,7 @@ class TCPSession(Protocol):
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except Exception:
             pass
+        fastpath.adopt(transport)
         transport.pauseProducing()  # type: ignore[union-attr]
         be = ctx.backend
         if be is None:

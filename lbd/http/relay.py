@@ -24,6 +24,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from lbd import fastpath
 from lbd.connect import NO_SERVER, QUEUE_TIMEOUT, ServerConnect
 from lbd.http.deadline import Deadline
 from lbd.http.errors import render
@@ -212,6 +213,7 @@ class HTTPSession(Protocol):
             transport.setTcpNoDelay(True)  # type: ignore[union-attr]
         except Exception:
             pass
+        fastpath.adopt(transport)
         self.key = self.client_ip.encode("ascii", "replace") if hasattr(peer, "host") else b""
         proto = b"https" if ISSLTransport.providedBy(transport) else b"http"
         fwd = [b"X-Forwarded-Proto: " + proto + b"\r\n"]
@@ -1177,6 +1179,7 @@ class ServerConnection(Protocol):
         self.server_timeout = 30.0
 
     def connectionMade(self) -> None:
+        fastpath.adopt(self.transport)
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
         self.factory.connected(self)
 
