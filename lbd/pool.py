@@ -304,18 +304,19 @@ class Backend(Counters):
             srv.chkdown += 1
         if up and srv.cfg.slowstart > 0:
             self._start_slowstart(srv)
+        if not srv.maint:
+            # Logged before the refresh, so that "has no server available!" follows it, as in HAProxy.
+            active = sum(1 for s in self.servers.values() if s.usable and not s.cfg.backup)
+            backup = sum(1 for s in self.servers.values() if s.usable and s.cfg.backup)
+            kind = "Backup Server" if srv.cfg.backup else "Server"
+            log = self.log.warn if not up else self.log.info
+            log(
+                "{kind} {backend}/{server} is {state}{reason}. {active} active and {backup} backup servers {left}.",
+                kind=kind, backend=self.name, server=srv.name, state=UP if up else DOWN,
+                reason=(", reason: " + reason) if reason else "", active=active, backup=backup,
+                left="online" if up else "left",   # HAProxy's words (server.c, srv_append_more)
+            )
         self._changed(srv, was)
-        if srv.maint:
-            return
-        active = sum(1 for s in self.servers.values() if s.usable and not s.cfg.backup)
-        backup = sum(1 for s in self.servers.values() if s.usable and s.cfg.backup)
-        kind = "Backup Server" if srv.cfg.backup else "Server"
-        log = self.log.warn if not up else self.log.info
-        log(
-            "{kind} {backend}/{server} is {state}{reason}. {active} active and {backup} backup servers left.",
-            kind=kind, backend=self.name, server=srv.name, state=UP if up else DOWN,
-            reason=(", reason: " + reason) if reason else "", active=active, backup=backup,
-        )
 
     def set_maint(self, srv: Server, on: bool) -> None:
         if srv.maint == on:

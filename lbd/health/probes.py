@@ -529,11 +529,11 @@ class _HTTPCheck(_Check):
                     desc="HTTP content check did not match '%s'" % self.expect_body.decode("utf-8", "replace"))
 
     def on_lost(self, reason: Failure) -> None:
-        if self.state == _BODY and self.framing == _CLOSE and reason.check(ConnectionDone):
+        if self.state == _BODY and self.framing == _CLOSE and isinstance(reason.value, ConnectionDone):
             self._no_match()
         elif self.state == _LINE and self.received_bytes == 0:
-            self.finish("L7RSP", desc="empty response" if reason.check(ConnectionDone) else _error_text(reason))
-        elif reason.check(ConnectionDone):
+            self.finish("L7RSP", desc="empty response" if isinstance(reason.value, ConnectionDone) else _error_text(reason))
+        elif isinstance(reason.value, ConnectionDone):
             self.finish("L7RSP", code=self.code or None, desc="incomplete HTTP response")
         else:
             self.finish("L7RSP", code=self.code or None, desc=_error_text(reason))
@@ -738,9 +738,9 @@ class _MySQLBase(_Check):
         self.finish(status, code=code, desc=desc, graceful=True)
 
     def on_lost(self, reason: Failure) -> None:
-        if self.received_bytes == 0 and reason.check(ConnectionDone):
+        if self.received_bytes == 0 and isinstance(reason.value, ConnectionDone):
             text = "empty response"
-        elif reason.check(ConnectionDone):
+        elif isinstance(reason.value, ConnectionDone):
             text = "connection closed during the MySQL %s" % self.stage
         else:
             text = _error_text(reason)
