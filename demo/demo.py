@@ -11,6 +11,7 @@ Runs with Debian's /usr/bin/python3 (Twisted 22.4) unless LBD_PYTHON says otherw
 """
 from __future__ import annotations
 
+import csv
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from lbd.testing import Apache, LbdProcess, free_port  # noqa: E402
+from lbd.testing import Apache, LbdProcess  # noqa: E402
 
 HTTP_PORT = int(os.environ.get("LBD_DEMO_HTTP_PORT", "8080"))
 TCP_PORT = int(os.environ.get("LBD_DEMO_TCP_PORT", "8090"))
@@ -124,10 +125,19 @@ def main() -> int:
         web1.stop()
         show("HTTP mode with Server 1 down", HTTP_PORT, 4)
         time.sleep(2.5)
-        print("\n== Server status (lbctl show stat, through the admin socket):")
-        subprocess.run([python, "-c", "import sys; from lbd.cli import lbctl_main; sys.exit(lbctl_main())",
-                        "-s", os.path.join(workdir, "admin.sock"), "show", "servers", "state"],
-                       env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)), check=False)
+        print("\n== Server status (`lbctl show stat` through the admin socket, a few columns):")
+        out = subprocess.run([python, "-c", "import sys; from lbd.cli import lbctl_main; sys.exit(lbctl_main())",
+                              "-s", os.path.join(workdir, "admin.sock"), "show", "stat"],
+                             env=dict(os.environ, PYTHONPATH=os.path.dirname(HERE)),
+                             capture_output=True, text=True, check=False).stdout
+        rows = list(csv.reader(line for line in out.splitlines() if line))
+        if rows and rows[0] and rows[0][0].startswith("# "):
+            header = [rows[0][0][2:]] + rows[0][1:]
+            cols = [header.index(c) for c in ("pxname", "svname", "status", "check_status", "lbtot")]
+            print("  %-14s %-10s %-10s %-13s %s" % ("backend", "server", "status", "last check", "requests"))
+            for row in rows[1:]:
+                if row[1] not in ("FRONTEND", "BACKEND"):
+                    print("  %-14s %-10s %-10s %-13s %s" % tuple(row[i] for i in cols))
         print("\n== Starting Server 1 again: it comes back UP by itself")
         web1.start()
         time.sleep(3)
