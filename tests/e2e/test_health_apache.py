@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import urllib.error
@@ -156,6 +158,7 @@ def apaches() -> Iterator[list[Apache]]:
     yield servers
     for a in servers:
         a.stop()
+        shutil.rmtree(a.root, ignore_errors=True)
 
 
 def allowed_failures(mode: str, clients: Clients) -> int:
@@ -168,7 +171,7 @@ def allowed_failures(mode: str, clients: Clients) -> int:
 
 def failover_round_trip(apaches: list[Apache], mode: str) -> None:
     port = free_port()
-    workdir = __import__("tempfile").mkdtemp(prefix="lbd-health-e2e-")
+    workdir = tempfile.mkdtemp(prefix="lbd-health-e2e-")
     lbd = LbdProcess(health_config(workdir, port, {"web1": apaches[0].port, "web2": apaches[1].port}, mode),
                      workdir=workdir)
     clients = Clients(port)
@@ -205,6 +208,7 @@ def failover_round_trip(apaches: list[Apache], mode: str) -> None:
     finally:
         clients.stop()
         assert lbd.stop() == 0
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_failover_tcp_mode(apaches: list[Apache]) -> None:
@@ -227,7 +231,7 @@ def test_load_while_killed(apaches: list[Apache], mode: str) -> None:
     ``allowed_failures``) may be cut. Refused connects are retried in both.
     """
     port = free_port()
-    workdir = __import__("tempfile").mkdtemp(prefix="lbd-health-load-")
+    workdir = tempfile.mkdtemp(prefix="lbd-health-load-")
     lbd = LbdProcess(health_config(workdir, port, {"web1": apaches[0].port, "web2": apaches[1].port}, mode),
                      workdir=workdir)
     clients = Clients(port, threads=4)
@@ -249,3 +253,4 @@ def test_load_while_killed(apaches: list[Apache], mode: str) -> None:
     finally:
         clients.stop()
         assert lbd.stop() == 0
+        shutil.rmtree(workdir, ignore_errors=True)
