@@ -13,7 +13,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from lbd.health.probes import PacketReader, packet
+from lbd.health.mysql import PacketReader, packet
 
 reactor: Any = _reactor
 

@@ -7,10 +7,11 @@ from typing import Any
 from twisted.internet import defer, reactor as _reactor, task
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from lbd.health.probes import (
-    GALERA_QUERY, MAX_PACKET, CheckResult, PacketReader, ProtocolError, Target, galera_probe, lenenc,
-    login_packet, mysql_probe, native_password, packet, parse_error, parse_greeting, parse_row,
+from lbd.health.mysql import (
+    MAX_PACKET, PacketReader, ProtocolError, lenenc, login_packet, native_password, packet, parse_error,
+    parse_greeting, parse_row,
 )
+from lbd.health.probes import GALERA_QUERY, CheckResult, Target, galera_probe, mysql_probe
 from lbd.testing import free_port
 from tests.health.mysqlfake import SCRAMBLE, FakeMySQL, error_payload, greeting_payload, verify_native
 
