@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 from typing import Any
 
 from twisted.internet import defer, reactor as _reactor, task
@@ -9,7 +10,7 @@ from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from lbd.config import HealthConfig
 from lbd.health.probes import CHECK_BUFFER, CheckResult, Target, http_probe, make_probe, tcp_probe
@@ -441,3 +442,31 @@ class RealSocketTests(TestCase):
         """A server closing without answering is L7RSP 'empty response'."""
         r = yield defer.ensureDeferred(self.check(default_http(), ScriptedServer(b"")))
         self.assertEqual(summary(r), ("L7RSP", None, "empty response"))
+
+    @defer.inlineCallbacks
+    def test_tcp_connect_blackhole(self) -> Any:
+        """A port whose accept queue is full drops the SYN (Linux): L4TOUT at the check timeout."""
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(0)
+        for _ in range(3):                     # fill the queue; nobody accepts
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.setblocking(False)
+            s.connect_ex(ls.getsockname())
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        r = yield tcp_probe(reactor, Target("127.0.0.1", ls.getsockname()[1], 0.3))
+        self.assertEqual(summary(r), ("L4TOUT", None, ""))
+        self.assertTrue(0.29 <= r.duration < 1.5, r.duration)
+
+    @defer.inlineCallbacks
+    def test_tcp_ipv6(self) -> Any:
+        """An IPv6 check address is connected to as such."""
+        try:
+            port = reactor.listenTCP(0, ScriptedServer(None), interface="::1")
+        except Exception as e:
+            raise SkipTest("no IPv6 loopback here: %s" % (e,))
+        self.addCleanup(port.stopListening)
+        r = yield tcp_probe(reactor, Target("::1", port.getHost().port, 1.0))
+        self.assertEqual(summary(r), ("L4OK", None, ""))
