@@ -325,6 +325,9 @@ class Backend(Counters):
         srv.maint = on
         if not on and srv.checker is not None:
             srv.checker.restart()
+        if not on and srv.up and srv.cfg.slowstart > 0:
+            # Leaving maintenance is coming back into service: ramp up, as HAProxy does.
+            self._start_slowstart(srv)
         self._changed(srv, was)
         self.log.info("Server {backend}/{server} is {state} (by operator).",
                       backend=self.name, server=srv.name, state=srv.state)

@@ -173,3 +173,17 @@ def test_avoid_prefers_another_server() -> None:
     be = backend("roundrobin", 'a = { address = "127.0.0.1:1" }\nb = { address = "127.0.0.1:2" }\n')
     assert be.pick(b"", be.servers["a"]).name == "b"
     assert be.pick(b"", be.servers["a"]).name == "b"
+
+
+def test_leaving_maintenance_ramps_up_with_slowstart() -> None:
+    """A server leaving MAINT with slowstart starts at a low weight and reaches its own over the period."""
+    be = backend("roundrobin", 'a = { address = "127.0.0.1:1", weight = 10, slowstart = "10s" }\n')
+    srv = be.servers["a"]
+    be.set_maint(srv, True)
+    be.set_maint(srv, False)
+    assert srv.eweight == 1
+    clock = be.clock
+    clock.advance(5)  # type: ignore[attr-defined]
+    assert srv.eweight == 5
+    clock.advance(5)  # type: ignore[attr-defined]
+    assert srv.eweight == 10
