@@ -27,6 +27,27 @@ DRAIN = "DRAIN"
 NOLB = "NOLB"
 STATES = (UP, DOWN, MAINT, DRAIN, NOLB)
 
+# HAProxy's check statuses that report a finished check, in HAProxy's order
+# (src/check.c, check_statuses), with their descriptions (``check_desc``).
+CHECK_STATUSES: dict[str, str] = {
+    "HANA": "Health analyze",
+    "SOCKERR": "Socket error",
+    "L4OK": "Layer4 check passed",
+    "L4TOUT": "Layer4 timeout",
+    "L4CON": "Layer4 connection problem",
+    "L6OK": "Layer6 check passed",
+    "L6TOUT": "Layer6 timeout",
+    "L6RSP": "Layer6 invalid response",
+    "L7TOUT": "Layer7 timeout",
+    "L7RSP": "Layer7 invalid response",
+    "L7OK": "Layer7 check passed",
+    "L7OKC": "Layer7 check conditionally passed",
+    "L7STS": "Layer7 wrong status",
+    "PROCERR": "External check error",
+    "PROCTOUT": "External check timeout",
+    "PROCOK": "External check passed",
+}
+
 # Histogram buckets in seconds: sub-millisecond to tens of seconds.
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
            0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Union
 
-from lbd.pool import DRAIN, MAINT, Backend, Frontend, Pool, Server
+from lbd.pool import CHECK_STATUSES, DRAIN, MAINT, Backend, Frontend, Pool, Server
 
 Row = dict[str, Union[str, int]]
 
@@ -50,26 +50,8 @@ TYPE_FRONTEND = 0
 TYPE_BACKEND = 1
 TYPE_SERVER = 2
 
-# HAProxy's check statuses that report a finished check, in HAProxy's order
-# (src/check.c, check_statuses), with their descriptions (``check_desc``).
-CHECK_STATUSES: dict[str, str] = {
-    "HANA": "Health analyze",
-    "SOCKERR": "Socket error",
-    "L4OK": "Layer4 check passed",
-    "L4TOUT": "Layer4 timeout",
-    "L4CON": "Layer4 connection problem",
-    "L6OK": "Layer6 check passed",
-    "L6TOUT": "Layer6 timeout",
-    "L6RSP": "Layer6 invalid response",
-    "L7TOUT": "Layer7 timeout",
-    "L7RSP": "Layer7 invalid response",
-    "L7OK": "Layer7 check passed",
-    "L7OKC": "Layer7 check conditionally passed",
-    "L7STS": "Layer7 wrong status",
-    "PROCERR": "External check error",
-    "PROCTOUT": "External check timeout",
-    "PROCOK": "External check passed",
-}
+# HAProxy's check statuses and their descriptions live in the pool, shared with the probes.
+
 _NOT_CHECKED = {"INI": "Initializing", "UNK": "Unknown"}
 # Statuses that carry a layer 5-7 code (HAProxy: status >= HCHK_STATUS_L57DATA).
 _WITH_CODE = ("L7OK", "L7OKC", "L7STS")

@@ -37,6 +37,7 @@ from lbd.health.mysql import (
     login_packet, native_password, packet, parse_error, parse_greeting, parse_row, printable, strip_nul,
 )
 from lbd.logsetup import Logger
+from lbd.pool import CHECK_STATUSES
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IConnector, IDelayedCall
@@ -50,20 +51,7 @@ CHECK_BUFFER = 16384
 PASSED = frozenset(("L4OK", "L6OK", "L7OK", "L7OKC"))
 
 # HAProxy's descriptions of the statuses lbd's checks report (src/check.c, check_statuses).
-DESCRIPTIONS = {
-    "SOCKERR": "Socket error",
-    "L4OK": "Layer4 check passed",
-    "L4TOUT": "Layer4 timeout",
-    "L4CON": "Layer4 connection problem",
-    "L6OK": "Layer6 check passed",
-    "L6TOUT": "Layer6 timeout",
-    "L6RSP": "Layer6 invalid response",
-    "L7TOUT": "Layer7 timeout",
-    "L7RSP": "Layer7 invalid response",
-    "L7OK": "Layer7 check passed",
-    "L7OKC": "Layer7 check conditionally passed",
-    "L7STS": "Layer7 wrong status",
-}
+DESCRIPTIONS = CHECK_STATUSES
 # Statuses whose code is part of the report (HAProxy: status >= HCHK_STATUS_L57DATA).
 WITH_CODE = frozenset(("L7OK", "L7OKC", "L7STS"))
 
