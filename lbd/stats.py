@@ -42,7 +42,8 @@ STAT_FIELDS: tuple[str, ...] = (
     "addr", "cookie", "mode", "algo", "conn_rate", "conn_rate_max", "conn_tot", "intercepted",
     "dcon", "dses", "wrew", "connect", "reuse", "cache_lookups", "cache_hits", "srv_icur",
     "src_ilim", "qtime_max", "ctime_max", "rtime_max", "ttime_max", "eint", "idle_conn_cur",
-    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_check_status",
+    "safe_conn_cur", "used_conn_cur", "need_conn_est", "uweight", "agg_server_status", "agg_server_check_status",
+    "agg_check_status",
 )
 
 # The ``type`` column.
@@ -212,7 +213,7 @@ def backend_row(be: Backend, now: float) -> Row:
         "ttime": _ms_avg(be.total_time),
         "mode": be.cfg.mode, "algo": be.cfg.balance,
         "wrew": 0, "eint": 0, "uweight": sum(s.uweight for s in serving),
-        "agg_server_check_status": 0,
+        "agg_server_status": 0, "agg_server_check_status": 0, "agg_check_status": 0,
     }
     if be.servers:
         row["downtime"] = int(be.total_downtime(now))
@@ -300,6 +301,7 @@ _TAGS: dict[str, tuple[str, str, str, str]] = {
     "conn_rate_max": (_M, "Max", "Process", "u32"), "srv_icur": (_M, "Gauge", "Process", "u32"),
     "idle_conn_cur": (_M, "Gauge", "Process", "u32"), "safe_conn_cur": (_M, "Gauge", "Process", "u32"),
     "used_conn_cur": (_M, "Gauge", "Process", "u32"), "agg_server_check_status": (_M, "Gauge", "Process", "u32"),
+    "agg_server_status": (_M, "Gauge", "Process", "u32"), "agg_check_status": (_M, "Gauge", "Process", "u32"),
 }
 _COUNTER = (_M, "Counter", "Process", "u64")
 _BACKEND_TAGS = {

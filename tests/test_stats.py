@@ -23,7 +23,7 @@ HEADER_26 = (
     "agent_fall,agent_health,addr,cookie,mode,algo,conn_rate,conn_rate_max,conn_tot,intercepted,dcon,"
     "dses,wrew,connect,reuse,cache_lookups,cache_hits,srv_icur,src_ilim,qtime_max,ctime_max,rtime_max,"
     "ttime_max,eint,idle_conn_cur,safe_conn_cur,used_conn_cur,need_conn_est,uweight,"
-    "agg_server_check_status,-,\n"
+    "agg_server_status,agg_server_check_status,agg_check_status,-,\n"
 )
 
 
@@ -73,14 +73,14 @@ class FieldsTests(TestCase):
         self.assertEqual(stats.CSV_HEADER, HEADER_26)
 
     def test_field_count(self) -> None:
-        """HAProxy 2.6 has 101 static fields, agg_server_check_status last."""
-        self.assertEqual((len(stats.STAT_FIELDS), stats.STAT_FIELDS[-1]), (101, "agg_server_check_status"))
+        """Debian 12's HAProxy 2.6.12 has 103 static fields, agg_check_status last."""
+        self.assertEqual((len(stats.STAT_FIELDS), stats.STAT_FIELDS[-1]), (103, "agg_check_status"))
 
     def test_every_csv_line_has_every_column(self) -> None:
         """Every CSV line has as many columns as the header."""
         pool = make_pool()
         lines = stats.stat_csv(pool).splitlines()
-        self.assertEqual({line.count(",") for line in lines}, {102})
+        self.assertEqual({line.count(",") for line in lines}, {104})
 
 
 class RowOrderTests(TestCase):
@@ -361,9 +361,9 @@ class CSVTests(TestCase):
         out = stats.stat_csv(pool).splitlines()
         self.assertEqual(out[0] + "\n", HEADER_26)
         self.assertEqual(out[1], "www,FRONTEND,,,0,0,2000,0,0,0,0,0,0,,,,,OPEN,,,,,,,,,1,3,0,,,,0,0,0,0,,,,,,,,,,,0,0,0"
-                                 ",,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,tcp,,0,0,0,,0,0,0,,,,,,,,,,,0,,,,,,,-,")
+                                 ",,,0,0,0,0,,,,,,,,,,,,,,,,,,,,,tcp,,0,0,0,,0,0,0,,,,,,,,,,,0,,,,,,,,,-,")
         self.assertEqual(out[6], "static,s1,0,0,0,0,,0,0,0,,0,,0,0,0,0,no check,1,1,0,,,30,,,1,2,1,,0,,2,0,,0,,,,,,,,,"
-                                 ",,,,,0,0,,,,,,,,,,,,,,,,,,,,,,,10.0.1.1:80,,tcp,,,,,,,,0,,,,,0,,,,,,0,0,0,0,,1,,-,")
+                                 ",,,,,0,0,,,,,,,,,,,,,,,,,,,,,,,10.0.1.1:80,,tcp,,,,,,,,0,,,,,0,,,,,,0,0,0,0,,1,,,,-,")
 
     def test_quotes_commas(self) -> None:
         """A value with a comma or a quote is quoted, quotes doubled, so CSV readers split it right."""
