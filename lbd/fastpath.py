@@ -94,7 +94,7 @@ def install(reactor: Any) -> bool:
         return False
     if not all(hasattr(reactor, a) for a in _REACTOR_ATTRS):  # pragma: no cover - a future Twisted
         return False
-    reactor.doIteration = _make_do_poll(reactor)
+    reactor.doIteration = _make_do_poll(reactor)  # type: ignore[method-assign]
     _installed.add(reactor)
     return True
 
@@ -150,7 +150,7 @@ def _make_do_poll(reactor: Any) -> Any:
             except BaseException:
                 why = sys.exc_info()[1]
                 # Logged as Twisted logs it, with the connection's log prefix.
-                call_with_logger(selectable, log_err, Failure())
+                call_with_logger(selectable, log_err, Failure())  # type: ignore[no-untyped-call]
             if why:
                 disconnect(selectable, why, in_read)
 
@@ -172,7 +172,7 @@ def adopt(transport: Any) -> bool:
         return False
     if "write" in transport.__dict__:
         return True
-    transport.write = MethodType(_write, transport)
+    transport.write = MethodType(_write, transport)  # type: ignore[method-assign]
     return True
 
 
