@@ -520,33 +520,49 @@ LBD_COMMIT: str | None = None
 # ---------------------------------------------------------------- wrk
 
 
-def run_wrk(lua: str, url: str, test: Test, duration: int) -> dict[str, Any]:
+def run_wrk(lua: str, url: str, test: Test, duration: int, every_second: Callable[[], None] | None = None
+            ) -> dict[str, Any]:
+    """Run wrk once; call ``every_second`` while it runs; return its summary (from WRK_LUA)."""
     timeout = "60s" if test.bulk else "10s"
     argv = [program("wrk"), "-t1", "-c%d" % test.conns, "-d%ds" % duration, "--timeout", timeout, "-s", lua]
     if test.close:
         argv += ["-H", "Connection: close"]
     argv.append(url)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                         preexec_fn=pin_to(LOAD_CPU))
+    OUR_PIDS.add(p.pid)
+    deadline = time.monotonic() + duration + 90
     try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 90,
-                           preexec_fn=pin_to(LOAD_CPU))
-    except subprocess.TimeoutExpired:
-        raise BenchError("wrk did not finish: %s" % " ".join(argv))
-    for line in r.stdout.splitlines():
+        while True:
+            try:
+                out, err = p.communicate(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    raise BenchError("wrk did not finish: %s" % " ".join(argv))
+                if every_second is not None:
+                    every_second()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+        OUR_PIDS.discard(p.pid)
+    for line in out.splitlines():
         if line.startswith("BENCHJSON "):
             res: dict[str, Any] = json.loads(line[len("BENCHJSON "):])
-            res["wrk_exit"] = r.returncode
+            res["wrk_exit"] = p.returncode
             return res
-    raise BenchError("wrk printed no summary (exit %s): %s\n%s%s" % (r.returncode, " ".join(argv), r.stdout, r.stderr))
+    raise BenchError("wrk printed no summary (exit %s): %s\n%s%s" % (p.returncode, " ".join(argv), out, err))
 
 
 def measure(lua: str, url: str, test: Test, duration: int, balancer_pid: int | None) -> dict[str, Any]:
     """One wrk run with the balancer's CPU time, CPU steal and the CPU other processes took around it."""
     st0 = cpu_times()
-    o0 = others_ticks()
+    others = OthersMeter()
     c0 = cpu_ticks(balancer_pid) if balancer_pid else 0
-    w = run_wrk(lua, url, test, duration)
+    w = run_wrk(lua, url, test, duration, others.sample)
     c1 = cpu_ticks(balancer_pid) if balancer_pid else 0
-    o1 = others_ticks()
+    others_pct = others.percent()
     st1 = cpu_times()
     secs = w["duration_us"] / 1e6 or 1e-9
     res: dict[str, Any] = {
@@ -563,7 +579,7 @@ def measure(lua: str, url: str, test: Test, duration: int, balancer_pid: int | N
         "status_errors": w["status"],
         "wrk": w,
         "steal": steal_percent(st0, st1),
-        "others": others_percent(o0, o1, secs),
+        "others": others_pct,
     }
     if balancer_pid:
         cpu_s = (c1 - c0) / CLK_TCK
@@ -576,11 +592,13 @@ def measure(lua: str, url: str, test: Test, duration: int, balancer_pid: int | N
 
 
 def others_ticks() -> dict[int, int]:
-    """CPU ticks (own + reaped children) of every user-space process this script did not start.
+    """CPU ticks (user + sys, all threads) of every user-space process this script did not start.
 
     Per-process times are exact run times; /proc/stat's per-CPU busy
     figures are tick samples, biased on a CPU that wakes up often, so they
-    cannot tell other people's work apart from ours.
+    cannot tell other people's work apart from ours.  Reaped children's times
+    (cutime) are left out: a parent reaping a long-lived child would count
+    that child's whole life at once.
     """
     out = {}
     for name in os.listdir("/proc"):
@@ -593,14 +611,40 @@ def others_ticks() -> dict[int, int]:
             continue
         if name == "2" or fields[1] == "2":        # kernel threads: mostly our own network work
             continue
-        out[int(name)] = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        out[int(name)] = int(fields[11]) + int(fields[12])
     return out
 
 
-def others_percent(before: dict[int, int], after: dict[int, int], seconds: float) -> float:
-    """Percent of one CPU that other processes used between two ``others_ticks()``."""
-    ticks = sum(max(0, t - before.get(pid, 0)) for pid, t in after.items())
-    return round(100.0 * ticks / CLK_TCK / seconds, 1) if seconds > 0 else 0.0
+class OthersMeter:
+    """CPU time other processes take while something runs, from snapshots of /proc a second apart.
+
+    A process born since the last snapshot counts whole; one that lives and
+    dies between two snapshots, or the last part of one that exits, is missed:
+    the figure errs low, never counts a time twice.
+    """
+
+    __slots__ = ("last", "ticks", "start")
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = others_ticks()
+        self.ticks = 0
+
+    def sample(self) -> None:
+        now = others_ticks()
+        for pid, t in now.items():
+            prev = self.last.get(pid)
+            if prev is None:
+                self.ticks += t
+            elif t > prev:
+                self.ticks += t - prev
+        self.last = now
+
+    def percent(self) -> float:
+        """Percent of one CPU used by other processes since the meter started."""
+        self.sample()
+        secs = time.monotonic() - self.start
+        return round(100.0 * self.ticks / CLK_TCK / secs, 1) if secs > 0 else 0.0
 
 
 def wait_quiet(limit: float, max_wait: float, sample: float = 0.5) -> float:
@@ -608,12 +652,12 @@ def wait_quiet(limit: float, max_wait: float, sample: float = 0.5) -> float:
     percent of a CPU and steal stayed under it too; return the seconds waited."""
     t0 = time.monotonic()
     while True:
-        o0, st0 = others_ticks(), cpu_times()
+        st0 = cpu_times()
+        meter = OthersMeter()
         time.sleep(sample)
-        o1, st1 = others_ticks(), cpu_times()
-        steal = steal_percent(st0, st1)
-        worst = max(others_percent(o0, o1, sample), steal.get("cpu%d" % BALANCER_CPU, 0.0),
-                    steal.get("cpu%d" % LOAD_CPU, 0.0))
+        pct = meter.percent()
+        steal = steal_percent(st0, cpu_times())
+        worst = max(pct, steal.get("cpu%d" % BALANCER_CPU, 0.0), steal.get("cpu%d" % LOAD_CPU, 0.0))
         waited = time.monotonic() - t0
         if worst <= limit or waited >= max_wait:
             return waited
@@ -1172,17 +1216,25 @@ def markdown(doc: dict[str, Any]) -> str:
         cells.append("")
         lines.append("| " + " | ".join(cells) + " |")
     o = doc["options"]
-    head = [
-        "# lbd benchmark: %s" % doc["started"],
-        "",
+    paras = []
+    if o["quick"]:
+        paras.append("**--quick smoke run: the figures mean nothing.**")
+    paras.append(
         "%s; %d CPUs; balancer pinned to CPU %d, nginx (1 process) and wrk (`-t1`) to CPU %d. "
         "%s; %s; %s. %d repeat(s) of %d s per run, interleaved; medians, ratios are medians of "
         "same-repeat ratios to HAProxy (✓/✗: issue 9's target met or not). Worst kept run: CPU steal %.1f%%, "
         "other processes %.1f%% of a benchmark CPU."
         % (doc["host"]["kernel"], doc["host"]["cpus"], BALANCER_CPU, LOAD_CPU, doc["versions"]["haproxy"],
-           doc["versions"]["nginx"], doc["versions"]["wrk"], o["repeat"], o["duration"], doc["max_steal"], doc["max_others"]),
-        "",
-    ]
+           doc["versions"]["nginx"], doc["versions"]["wrk"], o["repeat"], o["duration"], doc["max_steal"],
+           doc["max_others"]))
+    src = doc.get("lbd_source")
+    if src and src.get("commit"):
+        paras.append("lbd at commit %s%s." % (src["commit"][:12], " plus uncommitted changes" if src["dirty"] else ""))
+    if o.get("lbd_global"):
+        paras.append("lbd's [global] adds: %s." % "; ".join("`%s`" % x for x in o["lbd_global"]))
+    head = ["# lbd benchmark: %s" % doc["started"], ""]
+    for para in paras:
+        head += [para, ""]
     tail = ["", "Errors: none in any run." if errors_total == 0 else
             "Errors: %d in all (rows above)." % errors_total]
     for f in doc["failures"]:
@@ -1190,15 +1242,6 @@ def markdown(doc: dict[str, Any]) -> str:
         last = [x for x in f["log"].splitlines() if x.strip()][-5:]
         if last:
             tail += ["", "```"] + last + ["```"]
-    src = doc.get("lbd_source")
-    if src and src.get("commit"):
-        head.insert(-1, "lbd at commit %s%s." % (src["commit"][:12], " plus uncommitted changes" if src["dirty"] else ""))
-        head.insert(-1, "")
-    if o.get("lbd_global"):
-        head.insert(-1, "lbd's [global] adds: %s." % "; ".join("`%s`" % x for x in o["lbd_global"]))
-        head.insert(-1, "")
-    if o["quick"]:
-        head.insert(1, "\n**--quick smoke run: the figures mean nothing.**")
     return "\n".join(head + lines + tail) + "\n"
 
 
