@@ -33,10 +33,13 @@ class Deadline:
         self.kind = 0                      # the caller's tag for what the deadline means
         self._call: IDelayedCall | None = None
 
-    def set(self, delay: float, kind: int = 0) -> None:
-        """Fire ``delay`` seconds from now (replacing any earlier target)."""
+    def set(self, delay: float, kind: int = 0, now: float | None = None) -> None:
+        """Fire ``delay`` seconds from now (replacing any earlier target).
+
+        ``now``: the clock's time when the caller has just read it (saves a read).
+        """
         clock = self.clock
-        when = clock.seconds() + delay
+        when = (clock.seconds() if now is None else now) + delay
         self.when = when
         self.kind = kind
         call = self._call

@@ -161,6 +161,18 @@ _SPECIAL = {
     b"upgrade": _K_UPGRADE,
 }
 
+# Field names as nearly every client and server spells them (all valid tokens), with
+# their _SPECIAL kind or -1: a hit skips the name check and the lowercasing.
+_KNOWN_NAMES: dict[bytes, int] = {}
+for _n in (b"Host", b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect", b"Upgrade",
+           b"Server", b"Date", b"Content-Type", b"User-Agent", b"Accept", b"Accept-Encoding",
+           b"Accept-Language", b"Accept-Ranges", b"Cache-Control", b"Cookie", b"Set-Cookie",
+           b"Referer", b"Origin", b"Location", b"Vary", b"ETag", b"Last-Modified", b"Keep-Alive",
+           b"Authorization", b"Pragma", b"Expires", b"Age", b"Content-Encoding"):
+    for _v in (_n, _n.lower()):
+        _KNOWN_NAMES[_v] = _SPECIAL.get(_v.lower(), -1)
+del _n, _v
+
 # --- parser states --------------------------------------------------------------------
 _HEAD = 0        # waiting for / reading a message head
 _BODY_CL = 1     # Content-Length body, self._remaining bytes to go
@@ -244,17 +256,22 @@ def _parse_fields(lines: list[bytes]) -> tuple[Any, ...]:
     expect = None
     upgrade = None
     special = _SPECIAL
+    known = _KNOWN_NAMES
     it = iter(lines)
     next(it)
     for line in it:
         name, colon, value = line.partition(b":")
-        if not colon or not name.replace(b"-", b"").isalnum():
-            if not colon or not name or name.translate(None, _TCHAR):
+        if not colon:
+            raise _field_error(line)
+        k = known.get(name)
+        if k is None:
+            # not one of the usual spellings: check the name, then look it up lowercased
+            if not name.replace(b"-", b"").isalnum() and (not name or name.translate(None, _TCHAR)):
                 raise _field_error(line)
+            k = special.get(name.lower(), -1)
         value = value.strip(b" \t")
         append((name, value))
-        k = special.get(name.lower())
-        if k is None:
+        if k < 0:
             continue
         if k == _K_HOST:
             nhost += 1
@@ -431,7 +448,12 @@ class _Parser:
         if not self._paused:
             return
         self._paused = False
-        if not self._busy and self._state < _STOPPED:
+        if self._busy:
+            return
+        st = self._state
+        if st == _HEAD and not self._buf and not self._eof:
+            return                  # nothing to deliver: the common keep-alive case
+        if st < _STOPPED:
             self._run(self._buf, 0)
 
     def feed_eof(self) -> None:

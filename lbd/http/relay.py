@@ -443,11 +443,11 @@ class HTTPSession(Protocol):
             drop = _HOP_FWD if forward else _HOP
         tokens = head.connection_tokens
         lens = _HOP_LENGTHS
-        if tokens:
+        if tokens and not tokens <= drop:       # "keep-alive", "upgrade": nothing to add
             extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
-                lens = frozenset(len(n) for n in drop)
+                lens = lens | frozenset(len(n) for n in extra)    # only a pre-filter
         parts = [method, b" ", head.target, b" HTTP/1.0\r\n" if v10 else b" HTTP/1.1\r\n"]
         append = parts.append
         for name_, value in head.headers:
@@ -612,7 +612,7 @@ class HTTPSession(Protocol):
             data = data + b"".join(self.pending)
             self.pending = []
         self.to_server += len(data)
-        self.t_sent = self.reactor.seconds()
+        self.t_sent = now = self.reactor.seconds()
         sc.transport.write(data)  # type: ignore[union-attr]
         # timeout.server runs while lbd waits on the server: not while the
         # client still sends its body (timeout.client), nor while the client
@@ -620,7 +620,7 @@ class HTTPSession(Protocol):
         if self.client_blocked:
             sc.pause_reading()
         elif self.req_done or self.expect_continue:
-            sc.deadline.set(sc.server_timeout)
+            sc.deadline.set(sc.server_timeout, 0, now)
         if sc.blocked:
             self._pause_client(_P_SERVER)
         if self.cpause & _P_CONNECT:
@@ -649,9 +649,13 @@ class HTTPSession(Protocol):
         srv = self.server
         be.response_time.observe(tr)  # type: ignore[union-attr]
         self.status = status = head.status
-        self.fe.count_status(status)
-        be.count_status(status)  # type: ignore[union-attr]
-        srv.count_status(status)  # type: ignore[union-attr]
+        # Counters.count_status of the frontend, backend and server, inlined
+        idx = status // 100 - 1
+        if not 0 <= idx < 5:
+            idx = 5
+        self.fe.hrsp[idx] += 1
+        be.hrsp[idx] += 1  # type: ignore[union-attr]
+        srv.hrsp[idx] += 1  # type: ignore[union-attr]
         self.resp_started = True
         sc = self.sconn
         tunnel = (status == 101 and self.upgrade) or (self.method == b"CONNECT" and 200 <= status < 300)
@@ -679,11 +683,11 @@ class HTTPSession(Protocol):
         drop = _HOP_UPGRADE if upgrade else _HOP
         tokens = head.connection_tokens
         lens = _HOP_LENGTHS
-        if tokens:
+        if tokens and not tokens <= drop:       # "keep-alive", "upgrade": nothing to add
             extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
             if extra:
                 drop = drop | extra
-                lens = frozenset(len(n) for n in drop)
+                lens = lens | frozenset(len(n) for n in extra)    # only a pre-filter
         for name, value in head.headers:
             if len(name) in lens and name.lower() in drop:
                 continue
@@ -890,14 +894,14 @@ class HTTPSession(Protocol):
                 self._resume_client(_P_SERVER)
             # Pooled before the slot is freed: a request queued for this
             # server then finds the connection.
-            sc.release_to_pool(srv, reusable)  # type: ignore[arg-type]
+            sc.release_to_pool(srv, reusable, now=now)  # type: ignore[arg-type]
         self._account_and_log(now)
         if self.keep and not self.closing and self.state == _BUSY:
             self.state = _IDLE
             self.t_idle = now
             self.head = None
             self.server = None
-            self.deadline.set(self.fe.cfg.timeouts.keep_alive, _K_IDLE)
+            self.deadline.set(self.fe.cfg.timeouts.keep_alive, _K_IDLE, now)
             self._drive()
         else:
             # Unread input (a request body, pipelined requests): linger.
@@ -1203,8 +1207,9 @@ class ServerConnection(Protocol):
         return (self.head_keep_alive and not self.until_close and not self.lost
                 and not self.tunnel and not self.parser.buffered)
 
-    def release_to_pool(self, srv: Server, reusable: bool, abort: bool = False) -> None:
-        """The exchange is over: wait in ``srv.idle`` or close."""
+    def release_to_pool(self, srv: Server, reusable: bool, abort: bool = False,
+                        now: float | None = None) -> None:
+        """The exchange is over: wait in ``srv.idle`` or close (``now``: the clock, if just read)."""
         self.session = None
         if self.lost:
             return
@@ -1215,7 +1220,7 @@ class ServerConnection(Protocol):
                 t.resumeProducing()  # type: ignore[union-attr]
             self.server = srv
             self.deadline.clear()
-            self.idle_deadline.set(srv.backend.cfg.timeouts.keep_alive)
+            self.idle_deadline.set(srv.backend.cfg.timeouts.keep_alive, 0, now)
             srv.idle.append(self)
             return
         self.deadline.stop()
