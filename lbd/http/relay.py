@@ -238,7 +238,8 @@ class HTTPSession(Protocol):
         if state == _CLOSED:
             return
         if state == _IDLE:
-            self._head_starts()
+            self.state = _HEAD          # _head_starts(), inlined
+            self.t_start = self.reactor.seconds()
         elif state == _BUSY and not self.req_done and not self.expect_continue:
             self.deadline.set(self.fe.cfg.timeouts.client, _K_CLIENT)
         self._drive(data)
@@ -409,7 +410,9 @@ class HTTPSession(Protocol):
         self.retried_from = None
         fe = self.fe
         fe.req_tot += 1
-        self.ctx.pool.cum_req += 1
+        ctx = self.ctx
+        pool = ctx.pool
+        pool.cum_req += 1
         cl = head.content_length
         self.req_body = has_body = head.chunked or (cl is not None and cl > 0)
         self.v10 = v10 = head.version == _HTTP10
@@ -425,8 +428,7 @@ class HTTPSession(Protocol):
             host = head.target
         router = self.hfactory.router
         name = router.backend_name(method, host, head.target, head.headers) if router.routes else None
-        pool = self.ctx.pool
-        be = pool.backends.get(name) if name is not None else self.ctx.backend
+        be = pool.backends.get(name) if name is not None else ctx.backend
         if be is None:
             self.backend = None
             self._lbd_error(503, "SC")
@@ -678,7 +680,12 @@ class HTTPSession(Protocol):
         self.cbuf.append(self._response_head(head, conn, tunnel and status == 101))
 
     def _response_head(self, head: Any, conn: bytes, upgrade: bool = False) -> bytes:
-        parts = [b"HTTP/1.1 %d %s\r\n" % (head.status, head.reason)]
+        status = head.status
+        reason = head.reason
+        if status == 200 and reason == b"OK":
+            parts = [b"HTTP/1.1 200 OK\r\n"]
+        else:
+            parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
         append = parts.append
         drop = _HOP_UPGRADE if upgrade else _HOP
         tokens = head.connection_tokens
@@ -902,6 +909,13 @@ class HTTPSession(Protocol):
             self.head = None
             self.server = None
             self.deadline.set(self.fe.cfg.timeouts.keep_alive, _K_IDLE, now)
+            parser = self.parser
+            if (not self.driving and parser is not None and not parser.buffered and not self.client_eof
+                    and not self.cpause):
+                # What _drive() would do with nothing buffered: the parser, paused
+                # at request_end with no input, only waits for the next request.
+                parser.resume()
+                return
             self._drive()
         else:
             # Unread input (a request body, pipelined requests): linger.
