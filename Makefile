@@ -42,8 +42,12 @@ test-venv: venv
 	@echo "== tests in $(VENV) ($$($(VENV_PYTHON) -c 'import sys,twisted; print(sys.version.split()[0], "Twisted", twisted.__version__)'))"
 	LBD_SKIP_DEB=1 $(VENV_PYTHON) -m pytest -q -p no:cacheprovider -W error::DeprecationWarning $(PYTEST_ARGS) tests
 
-bench: deps
-	$(DEBIAN_PYTHON) bench/run.py $(BENCH_ARGS)
+# The benchmark against HAProxy (about 15 minutes); bench-quick is the smoke run (about 25 s).
+bench: deps venv
+	$(DEBIAN_PYTHON) bench/run.py --python $(DEBIAN_PYTHON) --python $(VENV_PYTHON) $(BENCH_ARGS)
+
+bench-quick: deps
+	$(DEBIAN_PYTHON) bench/run.py --quick $(BENCH_ARGS)
 
 deb: deps
 	sh .ci/build-deb.sh dist
