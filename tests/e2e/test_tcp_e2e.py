@@ -179,16 +179,19 @@ def test_blackholed_server_is_retried_elsewhere() -> None:
             pass
         fillers.append(s)
     good = Apache("Server 2 here\n")
-    good.start()
-    port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"hole": hole.getsockname()[1], "good": good.port}), wait_ports=[port])
+    lbd = None
     try:
+        good.start()
+        port = free_port()
+        lbd = LbdProcess(tcp_config(port, {"hole": hole.getsockname()[1], "good": good.port}), wait_ports=[port])
         start = time.monotonic()
         bodies = [get(port) for _ in range(2)]
         assert bodies == [b"Server 2 here\n"] * 2
         assert time.monotonic() - start < 8
     finally:
-        lbd.stop()
+        # Stop whatever started, even when lbd itself failed to start.
+        if lbd is not None:
+            lbd.stop()
         good.stop()
         for s in fillers:
             s.close()
