@@ -446,10 +446,7 @@ class HTTPSession(Protocol):
         tokens = head.connection_tokens
         lens = _HOP_LENGTHS
         if tokens and not tokens <= drop:       # "keep-alive", "upgrade": nothing to add
-            extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
-            if extra:
-                drop = drop | extra
-                lens = lens | frozenset(len(n) for n in extra)    # only a pre-filter
+            drop, lens = _widen_drop(tokens, drop, lens, upgrade)
         parts = [method, b" ", head.target, b" HTTP/1.0\r\n" if v10 else b" HTTP/1.1\r\n"]
         append = parts.append
         for name_, value in head.headers:
@@ -691,10 +688,7 @@ class HTTPSession(Protocol):
         tokens = head.connection_tokens
         lens = _HOP_LENGTHS
         if tokens and not tokens <= drop:       # "keep-alive", "upgrade": nothing to add
-            extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
-            if extra:
-                drop = drop | extra
-                lens = lens | frozenset(len(n) for n in extra)    # only a pre-filter
+            drop, lens = _widen_drop(tokens, drop, lens, upgrade)
         for name, value in head.headers:
             if len(name) in lens and name.lower() in drop:
                 continue
@@ -1160,6 +1154,19 @@ class HTTPSession(Protocol):
 
 # Lengths of the header names that may be dropped, to skip lowering the rest.
 _HOP_LENGTHS = frozenset(len(n) for n in _HOP_FWD)
+
+
+def _widen_drop(tokens: frozenset[bytes], drop: frozenset[bytes], lens: frozenset[int],
+                upgrade: bool) -> tuple[frozenset[bytes], frozenset[int]]:
+    """Add the headers a Connection header names to the hop-by-hop set (both directions).
+
+    Framing headers (and Upgrade when switching protocols) are never dropped.
+    ``lens`` is a cheap pre-filter on name lengths, widened to match.
+    """
+    extra = tokens - (_KEEP_UPGRADE if upgrade else _KEEP) - drop
+    if not extra:
+        return drop, lens
+    return drop | extra, lens | frozenset(len(n) for n in extra)
 
 
 def _take_idle(srv: Server) -> ServerConnection | None:
