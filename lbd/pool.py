@@ -471,12 +471,6 @@ class Backend(Counters):
         self.refresh()
         return srv
 
-    def find(self, name: str) -> Server | None:
-        return self.servers.get(name)
-
-    def counts(self) -> tuple[int, int]:
-        """(active, backup) servers that are up and usable."""
-        return len(self.active) if self.active else 0, len(self.backups)
 
 
 class Frontend(Counters):

@@ -17,12 +17,6 @@ from lbd.pool import Backend, Frontend, Pool, Server
 from lbd.tcp import ProxyContext, TCPFrontendFactory
 
 
-def _has(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
-
-
 class StartupError(Exception):
     """lbd cannot start (a bind failed): the message says why."""
 
@@ -75,10 +69,8 @@ class LBService(MultiService):
         """Start health checking ``srv`` if its backend has checks."""
         if srv.health_disabled:
             return
-        try:
-            from lbd.health.checker import make_checker
-        except ImportError:  # health checks land separately
-            return
+        from lbd.health.checker import make_checker
+
         checker = make_checker(self.reactor, srv)
         if checker is not None:
             srv.checker = checker
@@ -102,13 +94,13 @@ class LBService(MultiService):
                     ports.append(port)
             self.ports[name] = ports
             ctx.frontend.listening = bool(ports)
-        if self.config.metrics.bind is not None and not errors and _has("lbd.metrics"):
+        if self.config.metrics.bind is not None and not errors:
             from lbd.metrics import make_site
 
             port = self._listen(self.config.metrics.bind, make_site(self), "metrics.bind", errors)
             if port is not None:
                 self.extra_ports.append(port)
-        if self.config.admin.socket is not None and not errors and _has("lbd.admin.protocol"):
+        if self.config.admin.socket is not None and not errors:
             from lbd.admin.protocol import listen_admin
 
             try:
@@ -231,12 +223,6 @@ class LBService(MultiService):
         return done
 
     # -- runtime changes (admin socket, reload) --------------------------
-
-    def backend(self, name: str) -> Backend | None:
-        return self.pool.backends.get(name)
-
-    def frontend(self, name: str) -> Frontend | None:
-        return self.pool.frontends.get(name)
 
     # -- admin state file ------------------------------------------------
 
@@ -368,11 +354,6 @@ class LBService(MultiService):
             bound.update(self._bind_map(name))
         opened: dict[str, dict[str, Any]] = {}
         for name, fcfg in new.frontends.items():
-            old_ctx = self.contexts.get(name)
-            if fcfg.mode == "http" and not _has("lbd.http.relay") and (
-                    old_ctx is None or old_ctx.frontend.cfg.mode != "http"):
-                errors.append("frontends.%s.mode: http mode is not available in this lbd" % (name,))
-                continue
             for bind in fcfg.binds:
                 key = _config.bind_to_endpoint(bind)
                 if key in bound:

@@ -56,7 +56,7 @@ def lbd_env() -> dict[str, str]:
 class LbdProcess:
     """lbd running under twistd in the foreground, logging to a file."""
 
-    def __init__(self, config_text: str, workdir: str | None = None, wait_ports: Sequence[int] = (),
+    def __init__(self, config_text: str, workdir: str | None = None,
                  python: str | None = None) -> None:
         self.workdir = workdir or tempfile.mkdtemp(prefix="lbd-test-")
         self.config_path = os.path.join(self.workdir, "lbd.toml")
@@ -70,7 +70,6 @@ class LbdProcess:
         )
         # "lbd ready" is logged once every listener is bound and the reactor
         # runs; probing ports with a connection would count as a client.
-        self.wait_ports = wait_ports
         try:
             self.wait_for_log("lbd ready")
         except Exception:

@@ -29,7 +29,7 @@ from lbd.connect import NO_SERVER, QUEUE_TIMEOUT, ServerConnect
 from lbd.http.deadline import Deadline
 from lbd.http.errors import render
 from lbd.http.parser import RequestParser, ResponseParser
-from lbd.http.routing import Router, normalise_host
+from lbd.http.routing import Router
 from lbd.logsetup import Logger
 from lbd.tcp import proxy_header
 

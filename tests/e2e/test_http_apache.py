@@ -64,7 +64,7 @@ def apaches() -> Iterator[list[Apache]]:
 @pytest.fixture
 def lbd(apaches: list[Apache]) -> Iterator[tuple[LbdProcess, int]]:
     port = free_port()
-    proc = LbdProcess(http_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}), wait_ports=[port])
+    proc = LbdProcess(http_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}))
     yield proc, port
     proc.stop()
 
@@ -199,7 +199,7 @@ def test_upload_to_a_slow_server_is_flow_controlled() -> None:
     server = threading.Thread(target=serve, daemon=True)
     server.start()
     port = free_port()
-    proc = LbdProcess(http_config(port, {"slow": listener.getsockname()[1]}), wait_ports=[port])
+    proc = LbdProcess(http_config(port, {"slow": listener.getsockname()[1]}))
     sent = [0]
 
     def upload(sock: socket.socket) -> None:
@@ -256,7 +256,7 @@ def test_chunked_upload_passes(lbd: tuple[LbdProcess, int]) -> None:
 def test_stopping_an_apache_under_load_loses_no_request(apaches: list[Apache]) -> None:
     """Four clients loop over keep-alive connections while one Apache stops: every request gets a 200."""
     port = free_port()
-    proc = LbdProcess(http_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}), wait_ports=[port])
+    proc = LbdProcess(http_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}))
     errors: list[str] = []
     served: dict[bytes, int] = {}
     stop_at = time.monotonic() + 4.0

@@ -139,7 +139,7 @@ default_backend = "raw"
 [backends.raw.servers]
 rec = { address = "127.0.0.1:%d" }
 """ % (port, rec.port)
-    proc = LbdProcess(cfg, wait_ports=[port])
+    proc = LbdProcess(cfg)
     yield port, rec
     proc.stop()
     rec.close()

@@ -56,7 +56,7 @@ def apaches():  # type: ignore[no-untyped-def]
 def test_round_robin_then_failover(apaches) -> None:  # type: ignore[no-untyped-def]
     """Requests alternate over two Apaches; with one stopped, every request still succeeds."""
     port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}), wait_ports=[port])
+    lbd = LbdProcess(tcp_config(port, {"web1": apaches[0].port, "web2": apaches[1].port}))
     try:
         bodies = [get(port) for _ in range(4)]
         assert bodies == [b"Server 1 here\n", b"Server 2 here\n"] * 2
@@ -93,7 +93,7 @@ def test_slow_reader_keeps_memory_bounded() -> None:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"fast": srv_sock.getsockname()[1]}), wait_ports=[port])
+    lbd = LbdProcess(tcp_config(port, {"fast": srv_sock.getsockname()[1]}))
     try:
         c = socket.create_connection(("127.0.0.1", port))
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -146,7 +146,7 @@ def test_half_close_reaches_the_server_and_the_answer_comes_back() -> None:
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"echo": srv_sock.getsockname()[1]}), wait_ports=[port])
+    lbd = LbdProcess(tcp_config(port, {"echo": srv_sock.getsockname()[1]}))
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
         c.sendall(b"question")
@@ -183,7 +183,7 @@ def test_blackholed_server_is_retried_elsewhere() -> None:
     try:
         good.start()
         port = free_port()
-        lbd = LbdProcess(tcp_config(port, {"hole": hole.getsockname()[1], "good": good.port}), wait_ports=[port])
+        lbd = LbdProcess(tcp_config(port, {"hole": hole.getsockname()[1], "good": good.port}))
         start = time.monotonic()
         bodies = [get(port) for _ in range(2)]
         assert bodies == [b"Server 2 here\n"] * 2
@@ -272,7 +272,7 @@ def test_sigterm_closes_listeners_and_lets_connections_finish() -> None:
     """On SIGTERM new connections are refused at once; an open one keeps working until it ends."""
     echo = _echo_server()
     port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}), wait_ports=[port])
+    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}))
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
         c.sendall(b"before")
@@ -295,8 +295,7 @@ def test_grace_period_ends_stuck_connections() -> None:
     """A connection still open when global.grace ends is closed, and lbd exits."""
     echo = _echo_server()
     port = free_port()
-    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}).replace('grace = "5s"', 'grace = "1s"'),
-                     wait_ports=[port])
+    lbd = LbdProcess(tcp_config(port, {"echo": echo.getsockname()[1]}).replace('grace = "5s"', 'grace = "1s"'))
     try:
         c = socket.create_connection(("127.0.0.1", port), timeout=10)
         c.sendall(b"x")

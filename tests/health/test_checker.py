@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from lbd import config, stats
 from lbd.health.checker import ServerChecker, make_checker
 from lbd.health.probes import CheckResult, Target
-from lbd.pool import Backend, Server
+from lbd.pool import Backend
 
 reactor: Any = _reactor
 

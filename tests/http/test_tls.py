@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import defer, reactor as _reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate, optionsForClientTLS
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
